@@ -1,0 +1,1 @@
+"""Lingbao (领保): the WeChat channel, storage, delivery, console and CLI."""

@@ -1,0 +1,129 @@
+"""``create_app(settings)``: the aiohttp application and everything it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.outbox import Outbox
+from bot.pipeline import Pipeline
+from bot.settings import Settings
+from bot.storage.db import make_engine, make_sessionmaker, migrate
+from bot.storage.store import Store
+from bot.webhook import Webhook
+from bot.wechat.api import WeChatAPI
+from handlers.router import Brain
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+OUTBOX = web.AppKey("outbox", Outbox)
+API = web.AppKey("api", WeChatAPI)
+BRAIN = web.AppKey("brain", Brain)
+WEBHOOK = web.AppKey("webhook", Webhook)
+_BRAIN_FACTORY = web.AppKey("brain_factory", object)
+
+MAX_BODY = 1024 * 1024
+RECOVERY_INTERVAL = 10.0
+
+
+BrainFactory = Callable[[Settings, async_sessionmaker[AsyncSession]], Awaitable[Brain]]
+
+
+def create_app(settings: Settings, *, brain_factory: BrainFactory | None = None) -> web.Application:
+    """The whole bot as one aiohttp application (webhook, health, demo when enabled).
+
+    ``brain_factory`` replaces how the NLU and handlers are loaded (tests use it for a slow brain).
+    """
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[_BRAIN_FACTORY] = brain_factory or Brain.load
+    app.cleanup_ctx.append(_runtime)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/wechat", _webhook_verify)
+    app.router.add_post("/wechat", _webhook_receive)
+    if settings.demo:
+        from bot.demo.routes import setup_demo
+
+        setup_demo(app, settings)
+    return app
+
+
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    """Database (migrated), HTTP client, brain, pipeline, outbox worker and crash recovery."""
+    settings = app[SETTINGS]
+    await migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    store = Store(engine, sessions)
+    http = aiohttp.ClientSession()
+    api = WeChatAPI(http, sessions, base=settings.api_base, app_id=settings.app_id,
+                    app_secret=settings.app_secret, timeout=settings.api_timeout)
+    brain = await app[_BRAIN_FACTORY](settings, sessions)
+    outbox = Outbox(sessions, api, poll=settings.outbox_poll_interval)
+    pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox)
+    app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
+    app[WEBHOOK] = Webhook(settings, pipeline)
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(outbox.run(), name="outbox"),
+             asyncio.create_task(_recovery(pipeline, stopping), name="recovery")]
+    try:
+        yield
+    finally:
+        await pipeline.close()
+        # Stop the loops between rounds rather than cancelling them mid-query.
+        outbox.stop()
+        stopping.set()
+        await asyncio.wait(tasks, timeout=15)
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await brain.close()
+        await http.close()
+        await engine.dispose()
+
+
+async def _recovery(pipeline: Pipeline, stopping: asyncio.Event) -> None:
+    """Answer messages a crashed process recorded but never answered."""
+    while not stopping.is_set():
+        try:
+            await pipeline.recover(older_than=timedelta(hours=6))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # loop top: keep trying; the next round may find the database back
+            log.exception("recovery round failed")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), RECOVERY_INTERVAL)
+
+
+async def _webhook_verify(request: web.Request) -> web.Response:
+    return await request.app[WEBHOOK].verify(request)
+
+
+async def _webhook_receive(request: web.Request) -> web.Response:
+    return await request.app[WEBHOOK].receive(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness and readiness: the database answers, the NLU engine is loaded."""
+    app = request.app
+    checks: dict[str, str] = {}
+    try:
+        await app[STORE].ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # health endpoint: report, never raise
+        checks["database"] = f"error: {type(exc).__name__}"
+    checks.update(app[BRAIN].health())
+    healthy = all(v == "ok" or v.startswith("ok") for v in checks.values())
+    return web.json_response({"status": "ok" if healthy else "degraded", **checks},
+                             status=200 if healthy else 503)

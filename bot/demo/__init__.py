@@ -1,0 +1,1 @@
+"""Demo mode: WeChat simulator page and stand-in API."""

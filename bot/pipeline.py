@@ -1,0 +1,210 @@
+"""The message pipeline: record → lock → classify → route → handle → save → deliver.
+
+A webhook request waits for its message's answer only within the time budget. Retries of the
+same message (WeChat re-sends after 5 s) join the same in-flight work instead of starting new
+work. Whatever is not answered passively goes through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from bot.outbox import Outbox
+from bot.storage.store import ConversationState, Recorded, Store
+from bot.wechat.messages import Inbound
+from handlers.base import Outcome, Turn
+from handlers.texts import HOTLINE_EN, HOTLINE_ZH
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=30)
+SAVE_MARGIN = 0.15  # seconds kept back for saving and rendering before a waiter's deadline
+POLL = 0.05
+
+SAFE_REPLY = ("抱歉，系统暂时出了点问题，您的消息已收到。如有危险请先拨打当地报警电话。\n" + HOTLINE_ZH +
+              "\n\nSorry, something went wrong on our side. If you are in danger call local police first. " +
+              HOTLINE_EN)
+
+Respond = Callable[[Turn], Awaitable[Outcome]]
+TurnFactory = Callable[[Inbound, ConversationState], Awaitable[Turn]]
+
+
+@dataclass
+class Slot:
+    """Where a message's passive reply meets the HTTP requests waiting for it."""
+
+    result: asyncio.Future[str | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    waiters: int = 0
+    deadline: float = 0.0
+
+
+class Pipeline:
+    """Runs each inbound message once, in order per user, and delivers its answer."""
+
+    def __init__(self, store: Store, make_turn: TurnFactory, respond: Respond, *, budget: float,
+                 outbox: Outbox | None = None) -> None:
+        self.store = store
+        self.make_turn = make_turn
+        self.respond = respond
+        self.budget = budget
+        self.outbox = outbox
+        self._slots: dict[int, Slot] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
+
+    async def handle(self, msg: Inbound, arrived: float) -> str | None:
+        """Record ``msg`` and return its passive reply, or None to answer ``success``."""
+        deadline = arrived + self.budget
+        recorded = await self.store.record_inbound(msg, LEASE)
+        slot = self._slots.get(recorded.message_id)
+        if slot is None:
+            if recorded.is_new or await self._take_over(recorded):
+                slot = self._start(msg, recorded)
+            elif recorded.status == "answered":
+                return await self._stored_passive(recorded.message_id)
+            else:
+                return await self._poll_elsewhere(recorded.message_id, deadline)
+        return await self._wait(slot, deadline)
+
+    async def _take_over(self, recorded: Recorded) -> bool:
+        """An unanswered duplicate with no live worker anywhere (its lease ran out): handle it here."""
+        return recorded.status == "received" and await self.store.claim(recorded.message_id, LEASE)
+
+    def _start(self, msg: Inbound, recorded: Recorded) -> Slot:
+        slot = Slot()
+        self._slots[recorded.message_id] = slot
+        task = asyncio.create_task(self._run(msg, recorded, slot), name=f"message-{recorded.message_id}")
+        self._tasks.add(task)  # a strong reference, or the task may be collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+        return slot
+
+    async def _wait(self, slot: Slot, deadline: float) -> str | None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        slot.waiters += 1
+        slot.deadline = max(slot.deadline, deadline)
+        await asyncio.wait({slot.result}, timeout=remaining)
+        if slot.result.done():
+            return slot.result.result()
+        slot.waiters -= 1
+        return None
+
+    async def _poll_elsewhere(self, message_id: int, deadline: float) -> str | None:
+        """Another process holds the message: wait for its answer within our budget."""
+        while time.monotonic() < deadline - POLL:
+            await asyncio.sleep(POLL)
+            status, _ = await self.store.status_of(message_id)
+            if status == "answered":
+                return await self._stored_passive(message_id)
+        return None
+
+    async def _stored_passive(self, message_id: int) -> str | None:
+        replies = await self.store.replies_to(message_id)
+        if replies and replies[0][2] == "passive":
+            return replies[0][1]
+        return None
+
+    async def _run(self, msg: Inbound, recorded: Recorded, slot: Slot) -> None:
+        started = time.monotonic()
+        try:
+            async with self._user_lock(msg.openid):
+                conversation = await self.store.load_conversation(recorded.user_id)
+                turn = await self.make_turn(msg, conversation)
+                outcome = await self._respond_safely(turn, recorded)
+                await self._save_and_deliver(turn, outcome, recorded, slot, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # task top: the person must still hear something, and 12308
+            log.exception("message failed after recording", extra={"message_id": recorded.message_id})
+            if not slot.result.done():
+                slot.result.set_result(SAFE_REPLY if slot.waiters else None)
+        finally:
+            self._slots.pop(recorded.message_id, None)
+
+    async def _respond_safely(self, turn: Turn, recorded: Recorded) -> Outcome:
+        try:
+            return await self.respond(turn)
+        except Exception:  # error boundary around every handler: log, then a safe answer with 12308
+            log.exception("handler failed", extra={"message_id": recorded.message_id})
+            return Outcome(replies=[SAFE_REPLY], handler="error")
+
+    async def _save_and_deliver(self, turn: Turn, outcome: Outcome, recorded: Recorded, slot: Slot,
+                                started: float) -> None:
+        passive = bool(outcome.replies) and slot.waiters > 0 and time.monotonic() < slot.deadline - SAVE_MARGIN
+        nlu = turn.nlu
+        saved = await self.store.save_turn(
+            message_id=recorded.message_id, conversation=turn.conversation, replies=outcome.replies,
+            passive=passive, openid=turn.message.openid, user_update=outcome.user_update,
+            escalation=outcome.escalation.as_record() if outcome.escalation else None,
+            inbound_update={
+                "intent": nlu.intent if nlu else turn.message.kind,
+                "confidence": nlu.confidence if nlu else None,
+                "handler": outcome.handler,
+                "latency_ms": round((time.monotonic() - started) * 1000, 2),
+            },
+        )
+        if saved.passive_id is not None and slot.waiters > 0:
+            slot.result.set_result(outcome.replies[0])
+        else:
+            if saved.passive_id is not None:
+                await self.store.move_passive_to_outbox(saved.passive_id, turn.message.openid, recorded.user_id)
+            slot.result.set_result(None)
+        if self.outbox is not None and (len(saved.reply_ids) > (1 if slot.result.result() else 0)):
+            self.outbox.wake()
+
+    def _user_lock(self, openid: str) -> _UserLock:
+        return _UserLock(self, openid)
+
+    async def recover(self, older_than: timedelta = timedelta(hours=6)) -> int:
+        """Answer messages whose worker died before answering (a crash); replies go to the outbox."""
+        done = 0
+        for message_id in await self.store.stale_unanswered(older_than):
+            if message_id in self._slots or not await self.store.claim(message_id, LEASE):
+                continue
+            openid, kind, text, user_id = await self.store.inbound_for_retry(message_id)
+            msg = _rebuild(openid, kind, text)
+            recorded = Recorded(message_id, user_id, False, "received", None)
+            await self._run(msg, recorded, Slot())
+            done += 1
+        return done
+
+    async def close(self) -> None:
+        """Let in-flight messages finish (bounded), so nothing half-handled is left behind."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=10)
+
+
+class _UserLock:
+    """Per-user in-process lock, dropped from the table when nobody holds or waits for it."""
+
+    def __init__(self, pipeline: Pipeline, openid: str) -> None:
+        self.pipeline = pipeline
+        self.openid = openid
+
+    async def __aenter__(self) -> None:
+        locks, users = self.pipeline._locks, self.pipeline._lock_users
+        lock = locks.setdefault(self.openid, asyncio.Lock())
+        users[self.openid] = users.get(self.openid, 0) + 1
+        await lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        locks, users = self.pipeline._locks, self.pipeline._lock_users
+        locks[self.openid].release()
+        users[self.openid] -= 1
+        if users[self.openid] == 0:
+            del users[self.openid], locks[self.openid]
+
+
+def _rebuild(openid: str, kind: str, text: str | None) -> Inbound:
+    """An Inbound good enough to handle again from what was stored."""
+    if kind.startswith("event:"):
+        return Inbound(account="", openid=openid, create_time=int(time.time()), msg_type="event",
+                       event=kind.split(":", 1)[1], event_key=text)
+    return Inbound(account="", openid=openid, create_time=int(time.time()), msg_type=kind, text=text)

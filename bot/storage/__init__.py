@@ -1,0 +1,1 @@
+"""Persistence: models, engine, migrations, and the queries the pipeline runs."""

@@ -1,0 +1,1 @@
+"""WeChat's protocol: signatures, safe-mode crypto, message parsing and the API client."""

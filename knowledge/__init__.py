@@ -1,0 +1,1 @@
+"""The FAQ knowledge base and the country directory."""

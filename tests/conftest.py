@@ -1,0 +1,100 @@
+"""Shared fixtures: a real SQLite database in a temp dir, a fake WeChat API, the bot on a free port."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bot.app import create_app
+from bot.settings import Settings
+from tests.fakes.wechat_api import FakeWeChatAPI
+from tests.fakes.wechat_server import WeChatSender
+
+TOKEN = "lingbaotoken"
+APP_ID = "wx2c2769f8efd9abc2"
+APP_SECRET = "test-app-secret"
+# The official Tencent sample key (shared/reference/wechat-protocol.md, A6).
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeWeChatAPI]:
+    api = FakeWeChatAPI(APP_ID, APP_SECRET)
+    await api.start()
+    yield api
+    await api.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fake_api: FakeWeChatAPI) -> Settings:
+    """Safe-mode settings on a fresh SQLite file, WeChat's API faked."""
+    return Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+        wechat_token=TOKEN, app_id=APP_ID, app_secret=APP_SECRET, encoding_aes_key=AES_KEY,
+        api_base=fake_api.base, secret_key="s" * 64, var_dir=tmp_path / "var", outbox_poll_interval=0.05,
+    )
+
+
+@dataclass
+class Running:
+    """The bot serving on a free port, and a WeChat sender pointed at it."""
+
+    app: web.Application
+    server: TestServer
+    wechat: WeChatSender
+    settings: Settings
+
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read the bot's database directly (SQLite), as an operator would."""
+        path = self.settings.database_url.split("///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            return list(conn.execute(sql, args))
+
+    def count(self, table: str, where: str = "1=1", *args: Any) -> int:
+        return int(self.rows(f"SELECT COUNT(*) FROM {table} WHERE {where}", *args)[0][0])
+
+
+StartBot = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_bot(settings: Settings) -> AsyncIterator[StartBot]:
+    """Start (and later stop) bot servers; several may run over one database."""
+    servers: list[TestServer] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(custom: Settings | None = None, **kwargs: Any) -> Running:
+        use = custom or settings
+        app = create_app(use, **kwargs)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        http = aiohttp.ClientSession()
+        sessions.append(http)
+        sender = WeChatSender(str(server.make_url("")).rstrip("/"), use.wechat_token, use.app_id,
+                              use.encoding_aes_key or None, http)
+        return Running(app, server, sender, use)
+
+    yield start
+    for http in sessions:
+        await http.close()
+    for server in reversed(servers):
+        await server.close()
+
+
+@pytest.fixture
+async def bot(start_bot: StartBot) -> Running:
+    return await start_bot()
+
+
+async def stop(running: Running) -> None:
+    """Stop one bot server (as a deploy or a crash-free restart would)."""
+    await running.server.close()
