@@ -1,0 +1,32 @@
+"""Text normalisation applied before every engine: one canonical form for matching and features."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import opencc
+
+_SPACE = re.compile(r"\s+")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[a-zA-Z]")
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> opencc.OpenCC:
+    return opencc.OpenCC("t2s")
+
+
+def normalize(text: str) -> str:
+    """Traditional → Simplified, full-width → half-width (NFKC), lower case, single spaces."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _t2s().convert(text)
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+def language_of(text: str) -> str:
+    """``en`` when the message is written in English (Latin letters and no Chinese), else ``zh``."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN.findall(text))
+    return "en" if latin >= 3 and cjk == 0 else "zh"
