@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.settings import Settings
 from bot.storage.store import ConversationState
 from bot.wechat.messages import Inbound
-from handlers.base import Handler, Outcome, Turn
+from handlers.base import (AWAITING_CHOICE, AWAITING_COUNTRY, EMERGENCY_INTENTS, WITH_OFFICER, Handler, Outcome,
+                           Turn)
+from handlers.emergency import emergency
+from handlers.escalation import relay, request_human
 from handlers.fallback import fallback
+from handlers.faq import choose, faq, is_choice, unsure
+from handlers.place import country_given, location, menu
 from handlers.services import Services
+from handlers.smalltalk import smalltalk
 from handlers.system import media, silent, unrecognised_voice, welcome
 
 ANY = "*"
@@ -28,9 +33,11 @@ class Route:
     states: str | Collection[str]
     intents: str | Collection[str]
     handler: Handler
+    when: Callable[[Turn], bool] | None = None
 
-    def matches(self, state: str, intent: str) -> bool:
-        return _match(self.states, state) and _match(self.intents, intent)
+    def matches(self, turn: Turn) -> bool:
+        return (_match(self.states, turn.conversation.state) and _match(self.intents, turn.intent)
+                and (self.when is None or self.when(turn)))
 
 
 def _match(pattern: str | Collection[str], value: str) -> bool:
@@ -41,20 +48,38 @@ def _match(pattern: str | Collection[str], value: str) -> bool:
     return value in pattern
 
 
+def names_country(turn: Turn) -> bool:
+    return bool(turn.nlu and turn.nlu.country)
+
+
 ROUTES: tuple[Route, ...] = (
+    # Events and non-text messages.
     Route(ANY, "event:subscribe", welcome),
     Route(ANY, SILENT_EVENTS, silent),
+    Route(ANY, "event:click", menu),
+    Route(ANY, "location", location),
+    # A duty officer has the chat: the bot stays quiet (an emergency still raises the case).
+    Route(WITH_OFFICER, ANY, relay),
+    # An emergency wins in any other state.
+    Route(ANY, EMERGENCY_INTENTS, emergency),
+    # Answers to the bot's own questions.
+    Route(AWAITING_CHOICE, ANY, choose, when=is_choice),
+    Route(AWAITING_COUNTRY, ANY, country_given, when=names_country),
     Route(ANY, "voice", unrecognised_voice),
     Route(ANY, MEDIA, media),
+    # Text by intent.
+    Route(ANY, "request_human", request_human),
+    Route(ANY, "faq", faq),
+    Route(ANY, ("greet", "thank", "goodbye"), smalltalk),
+    Route(ANY, "nlu_fallback", unsure),
     Route(ANY, ANY, fallback),
 )
 
 
 def route(turn: Turn, routes: tuple[Route, ...] = ROUTES) -> Handler:
     """The first handler whose row matches the turn's state and intent."""
-    state, intent = turn.conversation.state, turn.intent
     for row in routes:
-        if row.matches(state, intent):
+        if row.matches(turn):
             return row.handler
     return fallback
 
@@ -73,18 +98,23 @@ class Brain:
     async def make_turn(self, msg: Inbound, conversation: ConversationState) -> Turn:
         """Classify the message's text (if any) and attach it to the conversation."""
         turn = Turn(message=msg, conversation=conversation, services=self.services)
-        if msg.msg_type in ("text", "voice", "link") and msg.text and msg.msg_type != "link":
+        if msg.msg_type in ("text", "voice") and msg.text:
             turn.nlu = await self.services.understand(msg.text)
-            if turn.nlu.language:
-                conversation.language = turn.nlu.language
+            conversation.language = turn.nlu.language
+            if turn.nlu.country and (turn.nlu.foreign or not conversation.country):
+                # A foreign place always counts; home (回中国) only when nothing better is known.
+                conversation.country = turn.nlu.country
         return turn
 
     async def respond(self, turn: Turn) -> Outcome:
         """Route the turn and run its handler."""
         handler = route(turn)
         outcome = await handler(turn)
-        if outcome.handler != "fallback":
+        if outcome.handler not in ("fallback", "unsure"):
             turn.conversation.context.pop("fallbacks", None)
+        if turn.conversation.country and turn.conversation.country != turn.conversation.user_country:
+            outcome.user_update.setdefault("country", turn.conversation.country)
+        outcome.user_update.setdefault("language", turn.conversation.language)
         return outcome
 
     def health(self) -> dict[str, str]:
@@ -92,6 +122,3 @@ class Brain:
 
     async def close(self) -> None:
         await self.services.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {"routes": len(ROUTES)}

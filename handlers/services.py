@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.settings import Settings
+from knowledge import seed
+from knowledge.base import KnowledgeBase
 from nlu.engine import NLU, RasaClient
 from nlu.types import Understanding
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,15 +25,19 @@ class Services:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     nlu: NLU
+    kb: KnowledgeBase
     http: aiohttp.ClientSession | None = None
 
     @classmethod
     async def load(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Services:
-        """Load the NLU (training the built-in model if its data changed) and, if chosen, connect Rasa."""
+        """Seed the knowledge base, load the NLU (training it if its data changed), connect Rasa if chosen."""
+        await seed_knowledge(settings, sessions)
         http = aiohttp.ClientSession() if settings.nlu_engine == "rasa" else None
         rasa = RasaClient(http, settings.rasa_url, settings.rasa_timeout) if http is not None else None
         nlu = await asyncio.to_thread(NLU.load, settings.data_dir, settings.var_dir / "nlu", rasa=rasa)
-        return cls(settings=settings, sessions=sessions, nlu=nlu, http=http)
+        kb = KnowledgeBase(sessions, settings.data_dir)
+        await kb.current()
+        return cls(settings=settings, sessions=sessions, nlu=nlu, kb=kb, http=http)
 
     async def understand(self, text: str) -> Understanding:
         """Intent and country of ``text``."""
@@ -41,3 +50,11 @@ class Services:
     async def close(self) -> None:
         if self.http is not None:
             await self.http.close()
+
+
+async def seed_knowledge(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> seed.SeedReport:
+    """Create or upgrade seed entries and directory rows (idempotent; staff edits are kept)."""
+    data = await asyncio.to_thread(seed.read, settings.data_dir)
+    for problem in data.problems:
+        log.error("knowledge seed problem: %s", problem)
+    return await seed.apply(sessions, data)

@@ -235,6 +235,9 @@ class Store:
             existing.reason = escalation["reason"]
             existing.case = {**existing.case, **escalation["case"]}
             existing.sla_due_at = min(existing.sla_due_at or now + escalation["sla"], now + escalation["sla"])
+        elif escalation["priority"] == existing.priority:
+            # Same urgency, more facts (a country, a location): complete the case card.
+            existing.case = {**existing.case, **{k: v for k, v in escalation["case"].items() if v is not None}}
 
     async def move_passive_to_outbox(self, reply_id: int, openid: str, user_id: int) -> None:
         """The passive window closed before the reply was ready: send it through the outbox."""

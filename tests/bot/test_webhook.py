@@ -29,7 +29,7 @@ async def test_safe_mode_text_gets_encrypted_reply(bot: Running) -> None:
     assert reply.status == 200
     assert "<Encrypt>" in reply.body
     assert reply.fields["ToUserName"] == "oUser1" and reply.fields["FromUserName"] == "gh_lingbao_test"
-    assert "12308" in (reply.text or "")
+    assert "领保" in (reply.text or "")
     assert bot.count("messages", "direction='in' AND status='answered'") == 1
 
 

@@ -1,0 +1,101 @@
+"""Where the person is: location messages, a country given when asked, and the menu buttons."""
+
+from __future__ import annotations
+
+from handlers.base import AWAITING_COUNTRY, IDLE, QUEUED, Escalate, Outcome, Turn
+from handlers.emergency import SLA, case_card, contact_lines
+from handlers.escalation import request_human
+from handlers.faq import embassy_contact, missions_text
+from handlers.fallback import fallback
+from handlers.format import country_name, split_message
+from handlers.texts import hotline, pick
+from knowledge.base import Snapshot
+from nlu.geo import DOMESTIC, locate
+
+UNKNOWN_PLACE_ZH = "没能识别这个位置。请直接告诉我您在哪个国家或城市。\n{hotline}"
+UNKNOWN_PLACE_EN = "I couldn't place that location. Please tell me which country or city you are in.\n{hotline}"
+GOT_PLACE_ZH = "收到您的位置：{country}。"
+GOT_PLACE_EN = "Got your location: {country}."
+HOW_HELP_ZH = "请告诉我需要什么帮助。"
+HOW_HELP_EN = "Tell me how I can help."
+DOMESTIC_ZH = "12308和使领馆的领事保护服务于在外国的中国公民；在{country}遇到紧急情况，请拨打当地紧急电话。"
+DOMESTIC_EN = "12308 and the embassies help Chinese citizens in foreign countries; in {country} call the local emergency number."
+STILL_QUEUED_ZH = "值班人员已收到您的情况，请保持手机畅通。"
+STILL_QUEUED_EN = "The duty officer has your case; keep your phone on."
+EMERGENCY_MENU_ZH = ("请直接告诉我发生了什么（例如：被抢、受伤、被拘留、联系不上家人），以及您在哪个国家或城市，"
+                     "也可以发送位置。\n有生命危险请先拨打当地报警电话。\n{hotline}")
+EMERGENCY_MENU_EN = ("Tell me what happened (robbed, injured, detained, can't reach a relative…) and which country or "
+                     "city you are in, or send your location.\nIf a life is in danger call the local police first.\n"
+                     "{hotline}")
+
+
+async def location(turn: Turn) -> Outcome:
+    """A location message: the country it is in becomes the person's country."""
+    msg = turn.message
+    code = locate(msg.latitude, msg.longitude) if msg.latitude is not None and msg.longitude is not None else None
+    if code is None:
+        text = pick(turn.english, UNKNOWN_PLACE_ZH, UNKNOWN_PLACE_EN).format(hotline=hotline(turn.english))
+        return Outcome([text], handler="location")
+    turn.conversation.country = code
+    outcome = await continue_pending(turn)
+    if outcome is None:
+        kb = await turn.services.kb.current()
+        outcome = Outcome(split_message(place_text(turn, kb, code)), handler="location")
+    outcome.user_update["country"] = code
+    return outcome
+
+
+def place_text(turn: Turn, kb: Snapshot, code: str) -> str:
+    """Acknowledge a place: its local numbers and mission, or the domestic note."""
+    english = turn.english
+    name = country_name(code, english)
+    lines = [pick(english, GOT_PLACE_ZH, GOT_PLACE_EN).format(country=name)]
+    if code in DOMESTIC:
+        lines.append(pick(english, DOMESTIC_ZH, DOMESTIC_EN).format(country=name))
+    lines.extend(contact_lines(turn, kb, code))
+    lines.append(pick(english, HOW_HELP_ZH, HOW_HELP_EN))
+    return "\n".join(lines)
+
+
+async def country_given(turn: Turn) -> Outcome:
+    """Awaiting a country and the message names one: finish what was waiting for it."""
+    outcome = await continue_pending(turn)
+    if outcome is not None:
+        return outcome
+    turn.conversation.state = IDLE
+    return await fallback(turn)
+
+
+async def continue_pending(turn: Turn) -> Outcome | None:
+    """Complete the emergency or embassy question that was waiting for a country."""
+    pending = turn.conversation.context.pop("pending", None)
+    if turn.conversation.state == AWAITING_COUNTRY:
+        turn.conversation.state = IDLE
+    if not pending or not turn.country:
+        return None
+    kb = await turn.services.kb.current()
+    english = turn.english
+    if pending.get("kind") == "embassy_contact":
+        return Outcome(split_message(missions_text(kb, turn.country, english)), handler="faq:embassy_contact")
+    intent = str(pending.get("intent"))
+    playbook = kb.playbooks.get(intent) or {"priority": 1}
+    turn.conversation.state = QUEUED
+    lines = contact_lines(turn, kb, turn.country) + [pick(english, STILL_QUEUED_ZH, STILL_QUEUED_EN)]
+    priority = int(playbook.get("priority", 1))
+    return Outcome(["\n".join(lines)], handler="emergency:country",
+                   escalation=Escalate(priority=priority, reason=intent, sla=SLA[priority],
+                                       case=case_card(turn, playbook, turn.country) | {"type": intent}))
+
+
+async def menu(turn: Turn) -> Outcome:
+    """Menu buttons (CLICK events)."""
+    key = (turn.message.event_key or "").upper()
+    if key == "HUMAN":
+        return await request_human(turn)
+    if key == "EMBASSY_CONTACT":
+        return embassy_contact(turn, await turn.services.kb.current())
+    if key == "EMERGENCY_HELP":
+        text = pick(turn.english, EMERGENCY_MENU_ZH, EMERGENCY_MENU_EN).format(hotline=hotline(turn.english))
+        return Outcome([text], handler="menu")
+    return await fallback(turn)
+

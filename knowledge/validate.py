@@ -1,0 +1,163 @@
+"""Validation of knowledge-base entries and directory data: every problem names file, entry, field, reason."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import phonenumbers
+from babel import Locale
+from phonenumbers import shortnumberinfo
+
+SLUG = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+KINDS = ("faq", "playbook")
+EMERGENCY_SERVICES = ("police", "ambulance", "fire", "unified")
+MAX_ANSWER_ZH = 1200
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation failure."""
+
+    file: str
+    entry: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.entry}: {self.field}: {self.reason}"
+
+
+def iso_codes() -> set[str]:
+    return {c for c in Locale.parse("en").territories if len(c) == 2 and c.isalpha()}
+
+
+def check_entry(data: Any, file: str) -> list[Problem]:
+    """Problems with one knowledge-base entry (an empty list when it is valid)."""
+    if not isinstance(data, dict):
+        return [Problem(file, "?", "(entry)", "must be a mapping")]
+    slug = str(data.get("slug", "?"))
+    problems: list[Problem] = []
+
+    def bad(field: str, reason: str) -> None:
+        problems.append(Problem(file, slug, field, reason))
+
+    if not SLUG.match(slug):
+        bad("slug", "lower-case letters, digits and _ only, starting with a letter")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        bad("kind", f"must be one of {', '.join(KINDS)}")
+    _text_map(data.get("title"), "title", bad, required=True)
+    questions = data.get("questions")
+    if not isinstance(questions, list) or not questions or not all(isinstance(q, str) and q.strip()
+                                                                     for q in questions):
+        bad("questions", "a non-empty list of non-empty strings")
+    _text_map(data.get("answer"), "answer", bad, required=True, limit=MAX_ANSWER_ZH)
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        bad("overrides", "a mapping of ISO country code to {zh, en}")
+    else:
+        codes = iso_codes()
+        for code, text in overrides.items():
+            if code not in codes:
+                bad(f"overrides.{code}", "not an ISO 3166-1 alpha-2 code")
+            _text_map(text, f"overrides.{code}", bad, required=True, limit=MAX_ANSWER_ZH)
+    _check_sources(data.get("sources"), bad)
+    _check_date(data.get("last_reviewed"), "last_reviewed", bad)
+    if kind == "playbook":
+        if not str(data.get("intent", "")).startswith("emergency_"):
+            bad("intent", "a playbook needs an emergency_* intent")
+        if data.get("priority") not in (1, 2):
+            bad("priority", "1 (danger to life now) or 2")
+        steps = data.get("steps")
+        if not isinstance(steps, dict) or not isinstance(steps.get("zh"), list) or not 1 <= len(steps["zh"]) <= 6:
+            bad("steps.zh", "a list of 1 to 6 steps")
+        _text_map(data.get("followup"), "followup", bad, required=True)
+    return problems
+
+
+def _text_map(value: Any, field: str, bad: Any, *, required: bool, limit: int | None = None) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, dict) or not isinstance(value.get("zh"), str) or not value["zh"].strip():
+        bad(f"{field}.zh", "required text")
+        return
+    if limit and len(value["zh"]) > limit:
+        bad(f"{field}.zh", f"{len(value['zh'])} characters; keep it under {limit}")
+    if "en" in value and not isinstance(value["en"], str):
+        bad(f"{field}.en", "must be text")
+
+
+def _check_sources(sources: Any, bad: Any) -> None:
+    if not isinstance(sources, list) or not sources:
+        bad("sources", "at least one source with url and date")
+        return
+    for i, source in enumerate(sources):
+        if not isinstance(source, dict) or not str(source.get("url", "")).startswith(("http://", "https://")):
+            bad(f"sources[{i}].url", "an http(s) URL")
+        elif not source.get("date"):
+            bad(f"sources[{i}].date", "the source's date (or n.d.)")
+
+
+def _check_date(value: Any, field: str, bad: Any) -> None:
+    if isinstance(value, date):
+        return
+    try:
+        date.fromisoformat(str(value))
+    except ValueError:
+        bad(field, "a date as YYYY-MM-DD")
+
+
+def check_emergency(entry: Any, file: str) -> list[Problem]:
+    """An emergency-numbers entry: every number an emergency number for that country, or explained."""
+    if not isinstance(entry, dict):
+        return [Problem(file, "?", "(entry)", "must be a mapping")]
+    iso = str(entry.get("iso", "?"))
+    problems: list[Problem] = []
+    if iso not in iso_codes():
+        problems.append(Problem(file, iso, "iso", "not an ISO 3166-1 alpha-2 code"))
+    exceptions = entry.get("exceptions") or {}
+    numbers = [(s, entry.get(s)) for s in EMERGENCY_SERVICES if entry.get(s)]
+    if not numbers:
+        problems.append(Problem(file, iso, "police/ambulance/fire/unified", "at least one number"))
+    for service, number in numbers:
+        if not re.fullmatch(r"[0-9]{2,6}", str(number)):
+            problems.append(Problem(file, iso, service, f"{number!r} is not a short number"))
+        elif not shortnumberinfo.is_emergency_number(str(number), iso) and not exceptions.get(service):
+            problems.append(Problem(file, iso, service,
+                                    f"{number} is not an emergency number for {iso} in libphonenumber; "
+                                    "correct it or explain it under exceptions"))
+    if not (entry.get("source") or {}).get("url"):
+        problems.append(Problem(file, iso, "source", "a source with url and date"))
+    return problems
+
+
+def check_mission(entry: Any, file: str) -> list[Problem]:
+    """A mission: its phone numbers parse and are valid numbers of that country."""
+    if not isinstance(entry, dict):
+        return [Problem(file, "?", "(entry)", "must be a mapping")]
+    iso = str(entry.get("iso", "?"))
+    name = str(entry.get("name", "?"))
+    problems: list[Problem] = []
+    if iso not in iso_codes():
+        problems.append(Problem(file, name, "iso", "not an ISO 3166-1 alpha-2 code"))
+    if entry.get("kind") not in ("embassy", "consulate"):
+        problems.append(Problem(file, name, "kind", "embassy or consulate"))
+    for field in ("phone", "duty_phone", "duty_phone_alt"):
+        number = entry.get(field)
+        if number is None:
+            continue
+        try:
+            parsed = phonenumbers.parse(str(number), None)
+        except phonenumbers.NumberParseException as exc:
+            problems.append(Problem(file, name, field, f"{number!r} does not parse: {exc}"))
+            continue
+        if not phonenumbers.is_valid_number(parsed):
+            problems.append(Problem(file, name, field, f"{number} is not a valid number"))
+        elif phonenumbers.region_code_for_number(parsed) != iso and iso in iso_codes():
+            problems.append(Problem(file, name, field, f"{number} is not a number in {iso}"))
+    if not (entry.get("source") or {}).get("url"):
+        problems.append(Problem(file, name, "source", "a source with url and date"))
+    return problems
