@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.outbox import Outbox
 from bot.pipeline import Pipeline
 from bot.settings import Settings
-from bot.storage.db import make_engine, make_sessionmaker, migrate
+from bot.storage.db import make_engine, make_reader, make_sessionmaker, migrate
 from bot.storage.store import Store
 from bot.webhook import Webhook
 from bot.wechat.api import WeChatAPI
@@ -63,8 +63,9 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await migrate(settings.database_url)
     engine = make_engine(settings.database_url)
+    reader = make_reader(settings.database_url, engine)
     sessions = make_sessionmaker(engine)
-    store = Store(engine, sessions)
+    store = Store(engine, sessions, make_sessionmaker(reader))
     http = aiohttp.ClientSession()
     api = WeChatAPI(http, sessions, base=settings.api_base, app_id=settings.app_id,
                     app_secret=settings.app_secret, timeout=settings.api_timeout)
@@ -91,6 +92,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         await brain.close()
         await http.close()
         await engine.dispose()
+        if reader is not engine:
+            await reader.dispose()
 
 
 async def _recovery(pipeline: Pipeline, stopping: asyncio.Event) -> None:

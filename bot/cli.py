@@ -31,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=cmd_migrate)
 
+    from bot.cli_kb import add_kb_commands
     from bot.cli_nlu import add_nlu_commands
 
     add_nlu_commands(sub)
+    add_kb_commands(sub)
     return parser
 
 

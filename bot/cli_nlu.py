@@ -77,21 +77,19 @@ def cmd_nlu_eval(args: argparse.Namespace) -> int:
 
 
 async def _eval(settings: Settings) -> int:
-    from handlers.services import Services
+    from bot.runtime import Offline
     from nlu.data import load_examples
     from nlu.evaluate import evaluate, save
 
-    services = await Services.load(settings, None)  # type: ignore[arg-type]
-    try:
+    async with Offline(settings) as offline:
+        assert offline.services is not None
+        nlu = offline.services.nlu
         examples = load_examples([settings.data_dir / "nlu" / "test"])
-        report = await evaluate(examples, services.nlu.understand, settings.nlu_engine)
-    finally:
-        await services.close()
+        report = await evaluate(examples, nlu.understand, settings.nlu_engine)
     md, png = save(report, settings.var_dir / "reports")
     print(report.markdown().split("\n| intent")[0].rstrip())
     if settings.nlu_engine == "rasa":
-        stats = services.nlu.stats
-        print(f"- answered by rasa: {stats['rasa']}, fell back to built-in: {stats['rasa_fallbacks']}")
+        print(f"- answered by rasa: {nlu.stats['rasa']}, fell back to built-in: {nlu.stats['rasa_fallbacks']}")
     print(f"\nreport: {md}\nconfusion matrix: {png}")
     return 0
 

@@ -31,7 +31,7 @@ SAFE_REPLY = ("抱歉，系统暂时出了点问题，您的消息已收到。�
               HOTLINE_EN)
 
 Respond = Callable[[Turn], Awaitable[Outcome]]
-TurnFactory = Callable[[Inbound, ConversationState], Awaitable[Turn]]
+TurnFactory = Callable[[Inbound, ConversationState, int], Awaitable[Turn]]
 
 
 @dataclass
@@ -115,8 +115,8 @@ class Pipeline:
         started = time.monotonic()
         try:
             async with self._user_lock(msg.openid):
-                conversation = await self.store.load_conversation(recorded.user_id)
-                turn = await self.make_turn(msg, conversation)
+                conversation, generation = await self.store.load_conversation(recorded.user_id)
+                turn = await self.make_turn(msg, conversation, generation)
                 outcome = await self._respond_safely(turn, recorded)
                 await self._save_and_deliver(turn, outcome, recorded, slot, started)
         except asyncio.CancelledError:

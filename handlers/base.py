@@ -11,6 +11,7 @@ from bot.wechat.messages import Inbound
 
 if TYPE_CHECKING:
     from handlers.services import Services
+    from knowledge.base import Snapshot
     from nlu.types import Understanding
 
 EMERGENCY_INTENTS = (
@@ -35,6 +36,11 @@ class Turn:
     conversation: ConversationState
     services: Services
     nlu: Understanding | None = None
+    kb_generation: int | None = None
+
+    async def knowledge(self) -> Snapshot:
+        """Published knowledge as of this turn (reloaded if it changed anywhere)."""
+        return await self.services.kb.current(self.kb_generation)
 
     @property
     def text(self) -> str:

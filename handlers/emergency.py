@@ -33,7 +33,7 @@ DOMESTIC_EN = "You are in {country}, which is outside consular protection; call 
 async def emergency(turn: Turn) -> Outcome:
     """The emergency first reply, the follow-up, and an escalation with a case card."""
     intent = turn.intent
-    kb = await turn.services.kb.current()
+    kb = await turn.knowledge()
     playbook = kb.playbooks.get(intent)
     if playbook is None:  # an ops mistake must never cost the person their first reply
         playbook = {"priority": 1, "answer": {}, "steps": {}, "followup": {}, "title": {"zh": intent, "en": intent}}

@@ -39,7 +39,7 @@ async def relay(turn: Turn) -> Outcome:
     An emergency detected mid-chat still raises the case's priority for the officer to see.
     """
     if turn.intent.startswith("emergency_"):
-        kb = await turn.services.kb.current()
+        kb = await turn.knowledge()
         playbook = kb.playbooks.get(turn.intent) or {"priority": 1}
         priority = int(playbook.get("priority", 1))
         return Outcome([], handler="relay", escalation=Escalate(

@@ -32,7 +32,7 @@ SOURCE_EN = "Source: {title} ({date}). Missions may change numbers; use the duty
 
 async def faq(turn: Turn) -> Outcome:
     """Answer the best entry, or offer the three closest."""
-    kb = await turn.services.kb.current()
+    kb = await turn.knowledge()
     match = kb.match(turn.text)
     if match.best is None:
         return await fallback(turn)
@@ -43,7 +43,7 @@ async def faq(turn: Turn) -> Outcome:
 
 async def unsure(turn: Turn) -> Outcome:
     """A low-confidence message: the closest entries and a person (counts as a miss)."""
-    kb = await turn.services.kb.current()
+    kb = await turn.knowledge()
     match = kb.match(turn.text)
     turn.conversation.context["fallbacks"] = int(turn.conversation.context.get("fallbacks", 0)) + 1
     if not match.hits or match.hits[0].score < 0.2:
@@ -74,7 +74,7 @@ async def choose(turn: Turn) -> Outcome:
     turn.conversation.state = IDLE
     if not 0 <= index < len(choices):
         return await faq(turn)
-    kb = await turn.services.kb.current()
+    kb = await turn.knowledge()
     if choices[index] not in kb.entries:
         return await faq(turn)
     return await answer(turn, kb, choices[index])

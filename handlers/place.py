@@ -39,7 +39,7 @@ async def location(turn: Turn) -> Outcome:
     turn.conversation.country = code
     outcome = await continue_pending(turn)
     if outcome is None:
-        kb = await turn.services.kb.current()
+        kb = await turn.knowledge()
         outcome = Outcome(split_message(place_text(turn, kb, code)), handler="location")
     outcome.user_update["country"] = code
     return outcome
@@ -73,7 +73,7 @@ async def continue_pending(turn: Turn) -> Outcome | None:
         turn.conversation.state = IDLE
     if not pending or not turn.country:
         return None
-    kb = await turn.services.kb.current()
+    kb = await turn.knowledge()
     english = turn.english
     if pending.get("kind") == "embassy_contact":
         return Outcome(split_message(missions_text(kb, turn.country, english)), handler="faq:embassy_contact")
@@ -93,7 +93,7 @@ async def menu(turn: Turn) -> Outcome:
     if key == "HUMAN":
         return await request_human(turn)
     if key == "EMBASSY_CONTACT":
-        return embassy_contact(turn, await turn.services.kb.current())
+        return embassy_contact(turn, await turn.knowledge())
     if key == "EMERGENCY_HELP":
         text = pick(turn.english, EMERGENCY_MENU_ZH, EMERGENCY_MENU_EN).format(hotline=hotline(turn.english))
         return Outcome([text], handler="menu")

@@ -95,9 +95,9 @@ class Brain:
         """Load the NLU engine, knowledge base and directory."""
         return cls(await Services.load(settings, sessions))
 
-    async def make_turn(self, msg: Inbound, conversation: ConversationState) -> Turn:
+    async def make_turn(self, msg: Inbound, conversation: ConversationState, kb_generation: int | None = None) -> Turn:
         """Classify the message's text (if any) and attach it to the conversation."""
-        turn = Turn(message=msg, conversation=conversation, services=self.services)
+        turn = Turn(message=msg, conversation=conversation, services=self.services, kb_generation=kb_generation)
         if msg.msg_type in ("text", "voice") and msg.text:
             turn.nlu = await self.services.understand(msg.text)
             conversation.language = turn.nlu.language

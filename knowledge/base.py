@@ -69,9 +69,13 @@ class KnowledgeBase:
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
 
-    async def current(self) -> Snapshot:
-        """The snapshot for the database's current generation (reloaded when it changed)."""
-        generation = await self._generation()
+    async def current(self, generation: int | None = None) -> Snapshot:
+        """The snapshot for the database's current generation (reloaded when it changed).
+
+        ``generation`` is the value the caller already read in its own transaction, if any.
+        """
+        if generation is None:
+            generation = await self._generation()
         snapshot = self._snapshot
         if snapshot is not None and snapshot.generation == generation:
             return snapshot

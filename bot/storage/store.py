@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.storage.models import Conversation, Escalation, Message, OutboxItem, User, utcnow
 from bot.wechat.messages import Inbound
+from knowledge.models import KBState
 
 USER_WINDOW = timedelta(hours=48)
 USER_QUOTA = 5
@@ -61,9 +62,11 @@ class Saved:
 class Store:
     """Queries over the engine; every public method is one short transaction."""
 
-    def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+                 readers: async_sessionmaker[AsyncSession] | None = None) -> None:
         self.engine = engine
         self.sessions = sessions
+        self.readers = readers or sessions
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     async def record_inbound(self, msg: Inbound, lease: timedelta) -> Recorded:
@@ -130,14 +133,14 @@ class Store:
 
     async def status_of(self, message_id: int) -> tuple[str, datetime | None]:
         """The inbound message's status and lease."""
-        async with self.sessions() as session:
+        async with self.readers() as session:
             row = (await session.execute(
                 select(Message.status, Message.lease_until).where(Message.id == message_id))).one()
             return row.status, row.lease_until
 
     async def replies_to(self, message_id: int) -> list[tuple[int, str, str | None]]:
         """Stored replies to an inbound message, in order: (id, text, delivery)."""
-        async with self.sessions() as session:
+        async with self.readers() as session:
             rows = await session.execute(
                 select(Message.id, Message.text, Message.delivery)
                 .where(Message.reply_to_id == message_id).order_by(Message.seq)
@@ -147,7 +150,7 @@ class Store:
     async def stale_unanswered(self, older_than: timedelta, limit: int = 50) -> list[int]:
         """Inbound messages whose worker died before answering (lease expired)."""
         now = utcnow()
-        async with self.sessions() as session:
+        async with self.readers() as session:
             rows = await session.execute(
                 select(Message.id).where(Message.direction == "in", Message.status == "received",
                                          Message.lease_until < now, Message.created_at > now - older_than)
@@ -157,29 +160,41 @@ class Store:
 
     async def inbound_for_retry(self, message_id: int) -> tuple[str, str, str | None, int]:
         """(openid, kind, text, user_id) of a stored inbound message."""
-        async with self.sessions() as session:
+        async with self.readers() as session:
             row = (await session.execute(
                 select(User.openid, Message.msg_type, Message.text, Message.user_id)
                 .join(User, User.id == Message.user_id).where(Message.id == message_id)
             )).one()
             return row.openid, row.msg_type, row.text, row.user_id
 
-    async def load_conversation(self, user_id: int) -> ConversationState:
-        """The user's conversation, created on first use."""
-        async with self.sessions.begin() as session:
-            await session.execute(
-                self._insert(Conversation).values(user_id=user_id, state="idle", language="zh", context={},
-                                                  updated_at=utcnow())
-                .on_conflict_do_nothing(index_elements=["user_id"])
-            )
+    async def load_conversation(self, user_id: int) -> tuple[ConversationState, int]:
+        """The user's conversation (created on first use) and the knowledge base's generation."""
+        loaded = await self._read_conversation(user_id)
+        if loaded is None:
+            async with self.sessions.begin() as session:
+                await session.execute(
+                    self._insert(Conversation).values(user_id=user_id, state="idle", language="zh", context={},
+                                                      updated_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["user_id"])
+                )
+            loaded = await self._read_conversation(user_id, writer=True)
+        assert loaded is not None
+        return loaded
+
+    async def _read_conversation(self, user_id: int, writer: bool = False) -> tuple[ConversationState, int] | None:
+        async with (self.sessions if writer else self.readers)() as session:
             row = (await session.execute(
                 select(Conversation, User.country, User.latitude, User.longitude, User.location_label)
                 .join(User, User.id == Conversation.user_id).where(Conversation.user_id == user_id)
-            )).one()
+            )).one_or_none()
+            if row is None:
+                return None
+            generation = (await session.execute(select(KBState.generation).where(KBState.id == 1))).scalar()
             conv: Conversation = row[0]
-            return ConversationState(conv.id, user_id, conv.state, conv.country, conv.language,
-                                     dict(conv.context or {}), row.country, row.latitude, row.longitude,
-                                     row.location_label)
+            state = ConversationState(conv.id, user_id, conv.state, conv.country, conv.language,
+                                      dict(conv.context or {}), row.country, row.latitude, row.longitude,
+                                      row.location_label)
+            return state, int(generation or 0)
 
     async def save_turn(self, *, message_id: int, conversation: ConversationState, replies: list[str],
                         passive: bool, inbound_update: dict[str, Any], user_update: dict[str, Any],
@@ -264,14 +279,14 @@ class Store:
 
     async def pending_count(self) -> int:
         """Outbox rows not yet sent or failed."""
-        async with self.sessions() as session:
+        async with self.readers() as session:
             return int((await session.execute(
                 select(func.count()).select_from(OutboxItem)
                 .where(OutboxItem.status.in_(("pending", "sending"))))).scalar_one())
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""
-        async with self.sessions() as session:
+        async with self.readers() as session:
             await session.execute(select(1))
 
 

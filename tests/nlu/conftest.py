@@ -1,0 +1,35 @@
+"""Shared NLU fixtures: the real data directory and the real built-in model, trained once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nlu.builtin import MODEL_VERSION, training_files
+from nlu.data import fingerprint
+from nlu.engine import NLU
+from nlu.geo import Gazetteer
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def model_key(data_dir: Path) -> str:
+    """The cache key load_or_train uses for ``data_dir`` (computed with the project's own functions)."""
+    return fingerprint(training_files(data_dir), salt=MODEL_VERSION)
+
+
+@pytest.fixture(scope="session")
+def nlu_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nlu-cache")
+
+
+@pytest.fixture(scope="session")
+def nlu(nlu_cache: Path) -> NLU:
+    """The real built-in engine on the real data (trains once; later loads hit the cache in ``nlu_cache``)."""
+    return NLU.load(DATA, nlu_cache)
+
+
+@pytest.fixture(scope="session")
+def gazetteer() -> Gazetteer:
+    return Gazetteer.load(DATA)
