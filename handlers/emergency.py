@@ -14,6 +14,7 @@ from handlers.base import AWAITING_COUNTRY, QUEUED, Escalate, Outcome, Turn
 from handlers.format import country_name, duty_line, local_numbers, pick_mission, split_message
 from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
+from nlu.geo import DOMESTIC
 
 SLA = {1: timedelta(minutes=2), 2: timedelta(minutes=10), 3: timedelta(minutes=30)}
 SAFETY = {1: "danger to life (from the message)", 2: "not known"}
@@ -78,13 +79,13 @@ def contact_lines(turn: Turn, kb: Snapshot, country: str | None) -> list[str]:
     english = turn.english
     lines: list[str] = []
     if country:
-        row = kb.directory.get(country)
+        emergency, missions = kb.country(country)
         name = country_name(country, english)
-        numbers = local_numbers(row.emergency if row else None, country, english)
-        if row is not None and row.emergency and row.emergency.get("domestic"):
+        if country in DOMESTIC:
             lines.append(pick(english, DOMESTIC_ZH, DOMESTIC_EN).format(country=name))
+        numbers = local_numbers(emergency, country, english)
         lines.append(numbers or pick(english, UNKNOWN_NUMBERS_ZH, UNKNOWN_NUMBERS_EN).format(country=name))
-        mission = pick_mission(row.missions if row else [], _hints(turn))
+        mission = pick_mission(missions, _hints(turn))
         duty = duty_line(mission, english)
         if duty:
             lines.append(duty)

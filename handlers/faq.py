@@ -110,9 +110,8 @@ def embassy_contact(turn: Turn, kb: Snapshot) -> Outcome:
 
 
 def missions_text(kb: Snapshot, country: str, english: bool) -> str:
-    row = kb.directory.get(country)
+    _, missions = kb.country(country)
     name = country_name(country, english)
-    missions = list(row.missions) if row else []
     if not missions:
         return pick(english, NO_MISSION_ZH, NO_MISSION_EN).format(country=name, hotline=hotline(english))
     missions.sort(key=lambda m: m.get("kind") != "embassy")

@@ -12,12 +12,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from phonenumbers import shortnumberinfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from knowledge.models import DirectoryCountry, KBEntry, KBState, KBVersion
 from knowledge.retrieval import Hit, Retriever
 from nlu.data import load_examples
+
+# Territories served by the missions in the country they belong to.
+SOVEREIGN = {
+    "GU": "US", "MP": "US", "PR": "US", "VI": "US", "AS": "US",
+    "RE": "FR", "GP": "FR", "MQ": "FR", "GF": "FR", "PF": "FR", "NC": "FR", "YT": "FR", "PM": "FR",
+    "BL": "FR", "MF": "FR", "WF": "FR", "GL": "DK", "FO": "DK", "AW": "NL", "CW": "NL", "SX": "NL",
+    "BQ": "NL", "GI": "GB", "BM": "GB", "KY": "GB", "VG": "GB", "TC": "GB", "MS": "GB", "AI": "GB",
+    "FK": "GB", "SH": "GB", "IM": "GB", "JE": "GB", "GG": "GB", "CK": "NZ", "NU": "NZ", "CX": "AU",
+    "CC": "AU", "NF": "AU",
+}
 
 # Answer directly when the best entry is at least this likely and clearly ahead of the runner-up;
 # otherwise offer "did you mean" (FAQ test split: 86 of 99 answered directly, 82 of them right;
@@ -58,6 +69,25 @@ class Snapshot:
 
     def faq_entries(self) -> list[str]:
         return [slug for slug, data in self.entries.items() if data.get("kind") == "faq"]
+
+    def country(self, code: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Emergency numbers and missions for ``code``.
+
+        A territory without its own entry (Guam, Réunion…) gets the missions of the country it
+        belongs to, and those of that country's emergency numbers that libphonenumber confirms
+        are emergency numbers in the territory too.
+        """
+        row = self.directory.get(code)
+        emergency = dict(row.emergency) if row and row.emergency else None
+        missions = list(row.missions) if row else []
+        parent = self.directory.get(SOVEREIGN.get(code, ""))
+        if parent is not None:
+            missions = missions or list(parent.missions)
+            if emergency is None and parent.emergency:
+                emergency = {k: v for k, v in parent.emergency.items()
+                             if k in ("police", "ambulance", "fire", "unified") and v
+                             and shortnumberinfo.is_emergency_number(str(v), code)} or None
+        return emergency, missions
 
 
 class KnowledgeBase:

@@ -117,7 +117,7 @@ def _load_or_train(files: list[Path], key: str, cache_dir: Path, force: bool) ->
                 model = pickle.load(fh)
             if isinstance(model, BuiltinModel) and model.key == key:
                 return model, False
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        except Exception:  # a damaged cache file (any unpickling error) is simply rebuilt
             log.warning("cached NLU model unreadable; retraining", extra={"path": str(path)})
     model = train(load_examples(files), key=key)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,10 @@ def _lines(raw: Any) -> list[str]:
 def _files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
-        files.extend(sorted(path.glob("*.yml")) if path.is_dir() else [path])
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.yml")))
+        elif path.exists():
+            files.append(path)
     return files
 
 

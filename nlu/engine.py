@@ -126,7 +126,7 @@ class NLU:
 
     def _build(self, text: str, normalized: str, ranking: Ranking, engine: str) -> Understanding:
         intent, confidence, raised = decide(ranking, self.lexicon.match(normalized), floor=self.floor)
-        places = self.gazetteer.find(normalized, text)
+        places = self.gazetteer.find(normalized, normalize(text[:MAX_CHARS], lower=False))
         where = next((p for p in places if p.foreign), places[0] if places else None)
         entities: list[dict[str, Any]] = [
             {"entity": p.kind, "value": p.name, "text": p.surface, "start": p.start, "end": p.end, "country": p.code}

@@ -18,15 +18,19 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
-def normalize(text: str) -> str:
-    """Traditional → Simplified, full-width → half-width (NFKC), lower case, single spaces."""
+def normalize(text: str, *, lower: bool = True) -> str:
+    """Traditional → Simplified, full-width → half-width (NFKC), lower case, single spaces.
+
+    ``lower=False`` keeps the case (for acronyms such as "US"); positions are the same either way.
+    """
     text = unicodedata.normalize("NFKC", text)
-    text = _t2s().convert(text)
-    return _SPACE.sub(" ", text).strip().lower()
+    text = _SPACE.sub(" ", _t2s().convert(text)).strip()
+    return text.lower() if lower else text
 
 
 def language_of(text: str) -> str:
     """``en`` when the message is written in English (Latin letters and no Chinese), else ``zh``."""
+    text = unicodedata.normalize("NFKC", text)
     cjk = len(_CJK.findall(text))
     latin = len(_LATIN.findall(text))
     return "en" if latin >= 3 and cjk == 0 else "zh"

@@ -133,10 +133,6 @@ def test_corrupt_cache_file_is_retrained(tmp_path: Path, caplog: pytest.LogCaptu
     assert pickles(cache) == [path.name]
 
 
-@pytest.mark.xfail(reason="BUG: _load_or_train catches only OSError/UnpicklingError/EOFError/AttributeError; a "
-                          "cache file corrupted inside a pickled string raises UnicodeDecodeError (a ValueError), "
-                          "which escapes load_or_train and crashes NLU.load instead of retraining",
-                   raises=UnicodeDecodeError, strict=True)
 def test_cache_file_with_a_corrupt_string_is_retrained(tmp_path: Path, nlu: NLU, nlu_cache: Path) -> None:
     data = copy_data(tmp_path, extra="周末去哪里爬山比较好 坏字符串缓存测试专用")
     cache = tmp_path / "cache"

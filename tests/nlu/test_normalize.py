@@ -71,8 +71,5 @@ def test_language_of(text: str, language: str) -> None:
     assert language_of(text) == language
 
 
-@pytest.mark.xfail(reason="BUG: language_of() counts only ASCII [a-zA-Z] in the raw text (NLU._build passes "
-                          "the un-normalised message), so English typed with a full-width IME (ＨＥＬＰ) is 'zh'",
-                   raises=AssertionError, strict=True)
 def test_language_of_full_width_english() -> None:
     assert language_of("ＨＥＬＰ ＭＥ ＰＬＥＡＳＥ") == "en"
