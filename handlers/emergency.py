@@ -27,8 +27,9 @@ STEPS_ZH = "现在请："
 STEPS_EN = "Do this now:"
 UNKNOWN_NUMBERS_ZH = "我们暂未核实{country}的报警电话，请先拨打下面的12308。"
 UNKNOWN_NUMBERS_EN = "We have no checked local emergency number for {country} yet; call 12308 below first."
-DOMESTIC_ZH = "您目前在{country}，不属于领事保护范围，请立即拨打当地紧急电话。"
-DOMESTIC_EN = "You are in {country}, which is outside consular protection; call the local emergency number now."
+DOMESTIC_ZH = "12308和使领馆的领事保护服务于在外国的中国公民；您在{country}，请直接拨打当地紧急电话。"
+DOMESTIC_EN = ("12308 and the embassies help Chinese citizens in foreign countries; in {country} call the "
+               "local emergency number.")
 
 
 async def emergency(turn: Turn) -> Outcome:

@@ -10,6 +10,7 @@ from handlers.fallback import fallback
 from handlers.format import country_name, mission_card, split_message
 from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
+from nlu.geo import DOMESTIC
 
 EMBASSY_SLUG = "embassy_contact"
 CHOICE = re.compile(r"^\s*([1-3１-３])\s*[.。、)）]?\s*$")
@@ -50,6 +51,7 @@ async def unsure(turn: Turn) -> Outcome:
         turn.conversation.context["fallbacks"] -= 1
         return await fallback(turn)
     outcome = did_you_mean(turn, kb, [h.slug for h in match.hits])
+    outcome.replies[-1] += "\n" + hotline(turn.english)
     outcome.handler = "unsure"
     return outcome
 
@@ -102,7 +104,7 @@ async def answer(turn: Turn, kb: Snapshot, slug: str) -> Outcome:
 def embassy_contact(turn: Turn, kb: Snapshot) -> Outcome:
     """Missions for the person's country from the directory; ask for the country when unknown."""
     english, country = turn.english, turn.country
-    if not country:
+    if not country or country in DOMESTIC:
         turn.conversation.state = AWAITING_COUNTRY
         turn.conversation.context["pending"] = {"kind": "embassy_contact"}
         return Outcome([pick(english, ASK_COUNTRY_ZH, ASK_COUNTRY_EN)], handler="faq:embassy_contact")

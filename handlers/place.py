@@ -10,7 +10,7 @@ from handlers.fallback import fallback
 from handlers.format import country_name, split_message
 from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
-from nlu.geo import DOMESTIC, locate
+from nlu.geo import locate
 
 UNKNOWN_PLACE_ZH = "没能识别这个位置。请直接告诉我您在哪个国家或城市。\n{hotline}"
 UNKNOWN_PLACE_EN = "I couldn't place that location. Please tell me which country or city you are in.\n{hotline}"
@@ -18,8 +18,6 @@ GOT_PLACE_ZH = "收到您的位置：{country}。"
 GOT_PLACE_EN = "Got your location: {country}."
 HOW_HELP_ZH = "请告诉我需要什么帮助。"
 HOW_HELP_EN = "Tell me how I can help."
-DOMESTIC_ZH = "12308和使领馆的领事保护服务于在外国的中国公民；在{country}遇到紧急情况，请拨打当地紧急电话。"
-DOMESTIC_EN = "12308 and the embassies help Chinese citizens in foreign countries; in {country} call the local emergency number."
 STILL_QUEUED_ZH = "值班人员已收到您的情况，请保持手机畅通。"
 STILL_QUEUED_EN = "The duty officer has your case; keep your phone on."
 EMERGENCY_MENU_ZH = ("请直接告诉我发生了什么（例如：被抢、受伤、被拘留、联系不上家人），以及您在哪个国家或城市，"
@@ -50,11 +48,18 @@ def place_text(turn: Turn, kb: Snapshot, code: str) -> str:
     english = turn.english
     name = country_name(code, english)
     lines = [pick(english, GOT_PLACE_ZH, GOT_PLACE_EN).format(country=name)]
-    if code in DOMESTIC:
-        lines.append(pick(english, DOMESTIC_ZH, DOMESTIC_EN).format(country=name))
     lines.extend(contact_lines(turn, kb, code))
     lines.append(pick(english, HOW_HELP_ZH, HOW_HELP_EN))
     return "\n".join(lines)
+
+
+async def place_statement(turn: Turn) -> Outcome:
+    """ "我在巴黎" on its own: the local numbers and mission there, and what can I do for you."""
+    code = turn.country
+    if not code:
+        return await fallback(turn)
+    kb = await turn.knowledge()
+    return Outcome(split_message(place_text(turn, kb, code)), handler="place")
 
 
 async def country_given(turn: Turn) -> Outcome:
@@ -82,9 +87,11 @@ async def continue_pending(turn: Turn) -> Outcome | None:
     turn.conversation.state = QUEUED
     lines = contact_lines(turn, kb, turn.country) + [pick(english, STILL_QUEUED_ZH, STILL_QUEUED_EN)]
     priority = int(playbook.get("priority", 1))
+    card = case_card(turn, playbook, turn.country)
+    # Only where they are is new: what they said and the NLU stay as the emergency recorded them.
+    update = {key: card[key] for key in ("country", "country_name", "location", "summary") if card.get(key)}
     return Outcome(["\n".join(lines)], handler="emergency:country",
-                   escalation=Escalate(priority=priority, reason=intent, sla=SLA[priority],
-                                       case=case_card(turn, playbook, turn.country) | {"type": intent}))
+                   escalation=Escalate(priority=priority, reason=intent, sla=SLA[priority], case=update))
 
 
 async def menu(turn: Turn) -> Outcome:

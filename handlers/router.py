@@ -16,7 +16,7 @@ from handlers.emergency import emergency
 from handlers.escalation import relay, request_human
 from handlers.fallback import fallback
 from handlers.faq import choose, faq, is_choice, unsure
-from handlers.place import country_given, location, menu
+from handlers.place import country_given, location, menu, place_statement
 from handlers.services import Services
 from handlers.smalltalk import smalltalk
 from handlers.system import media, silent, unrecognised_voice, welcome
@@ -52,6 +52,19 @@ def names_country(turn: Turn) -> bool:
     return bool(turn.nlu and turn.nlu.country)
 
 
+def answers_where(turn: Turn) -> bool:
+    """Names a place and is not itself a clear new emergency ("我在曼谷被打了" is one)."""
+    nlu = turn.nlu
+    if nlu is None or not nlu.country:
+        return False
+    clear_emergency = nlu.intent in EMERGENCY_INTENTS and (nlu.safety_net or nlu.confidence >= 0.5)
+    return not clear_emergency
+
+
+def place_only(turn: Turn) -> bool:
+    return bool(turn.nlu and turn.nlu.place_only)
+
+
 ROUTES: tuple[Route, ...] = (
     # Events and non-text messages.
     Route(ANY, "event:subscribe", welcome),
@@ -60,20 +73,29 @@ ROUTES: tuple[Route, ...] = (
     Route(ANY, "location", location),
     # A duty officer has the chat: the bot stays quiet (an emergency still raises the case).
     Route(WITH_OFFICER, ANY, relay),
+    # The answer to "where are you?" completes the waiting emergency instead of starting another.
+    Route(AWAITING_COUNTRY, ANY, country_given, when=answers_where),
     # An emergency wins in any other state.
     Route(ANY, EMERGENCY_INTENTS, emergency),
     # Answers to the bot's own questions.
     Route(AWAITING_CHOICE, ANY, choose, when=is_choice),
-    Route(AWAITING_COUNTRY, ANY, country_given, when=names_country),
     Route(ANY, "voice", unrecognised_voice),
     Route(ANY, MEDIA, media),
     # Text by intent.
     Route(ANY, "request_human", request_human),
     Route(ANY, "faq", faq),
     Route(ANY, ("greet", "thank", "goodbye"), smalltalk),
+    Route(ANY, "nlu_fallback", place_statement, when=place_only),
     Route(ANY, "nlu_fallback", unsure),
     Route(ANY, ANY, fallback),
 )
+
+
+def _names_china(turn: Turn) -> bool:
+    """The place found is China itself, not said as where one is ("中国大使馆", but not "我在中国")."""
+    entities = turn.nlu.entities if turn.nlu else []
+    return turn.nlu is not None and turn.nlu.country == "CN" and not any(
+        e.get("country") == "CN" and e.get("located") for e in entities)
 
 
 def route(turn: Turn, routes: tuple[Route, ...] = ROUTES) -> Handler:
@@ -101,8 +123,9 @@ class Brain:
         if msg.msg_type in ("text", "voice") and msg.text:
             turn.nlu = await self.services.understand(msg.text)
             conversation.language = turn.nlu.language
-            if turn.nlu.country and (turn.nlu.foreign or not conversation.country):
-                # A foreign place always counts; home (回中国) only when nothing better is known.
+            if turn.nlu.country and (turn.nlu.foreign or (not conversation.country and not _names_china(turn))):
+                # A foreign place always counts; home only when nothing better is known, and never
+                # the word China itself (中国大使馆, 中国公民, 回中国 say nothing about where one is).
                 conversation.country = turn.nlu.country
         return turn
 

@@ -74,6 +74,11 @@ def check_entry(data: Any, file: str) -> list[Problem]:
         steps = data.get("steps")
         if not isinstance(steps, dict) or not isinstance(steps.get("zh"), list) or not 1 <= len(steps["zh"]) <= 6:
             bad("steps.zh", "a list of 1 to 6 steps")
+        else:
+            for lang in ("zh", "en"):
+                for i, step in enumerate(steps.get(lang) or []):
+                    if not isinstance(step, str) or not step.strip():
+                        bad(f"steps.{lang}[{i}]", "each step is one line of text (quote it if it contains ': ')")
         _text_map(data.get("followup"), "followup", bad, required=True)
     return problems
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -14,7 +15,7 @@ import aiohttp
 
 from nlu.builtin import BuiltinModel, load_or_train, warm_up
 from nlu.data import fingerprint
-from nlu.geo import Gazetteer
+from nlu.geo import Gazetteer, Place
 from nlu.lexicon import Lexicon
 from nlu.normalize import language_of, normalize
 from nlu.types import FALLBACK, Understanding
@@ -125,17 +126,25 @@ class NLU:
         return self._build(text, normalized, self.model.rank(normalized), "builtin")
 
     def _build(self, text: str, normalized: str, ranking: Ranking, engine: str) -> Understanding:
-        intent, confidence, raised = decide(ranking, self.lexicon.match(normalized), floor=self.floor)
+        hits = self.lexicon.match(normalized)
         places = self.gazetteer.find(normalized, normalize(text[:MAX_CHARS], lower=False))
+        place_only = bool(places) and not hits and only_places(normalized, places)
+        if place_only:
+            # "我在巴黎" says where, not what happened: never an emergency on its own.
+            intent, confidence, raised = FALLBACK, ranking[0][1] if ranking else 0.0, False
+        else:
+            intent, confidence, raised = decide(ranking, hits, floor=self.floor)
         where = next((p for p in places if p.foreign), places[0] if places else None)
         entities: list[dict[str, Any]] = [
-            {"entity": p.kind, "value": p.name, "text": p.surface, "start": p.start, "end": p.end, "country": p.code}
+            {"entity": p.kind, "value": p.name, "text": p.surface, "start": p.start, "end": p.end, "country": p.code,
+             "located": bool(_LOCATED.search(normalized[:p.start]))}
             for p in places
         ]
         return Understanding(
             text=text, intent=intent, confidence=confidence, engine=engine,
             country=where.code if where else None, foreign=where.foreign if where else None,
-            language=language_of(text), entities=entities, safety_net=raised, ranking=ranking[:5],
+            language=language_of(text), entities=entities, safety_net=raised, place_only=place_only,
+            ranking=ranking[:5],
         )
 
     async def _rank(self, normalized: str) -> tuple[Ranking, str]:
@@ -151,6 +160,20 @@ class NLU:
                     self.on_rasa_fallback(type(exc).__name__)
         self.stats["builtin"] += 1
         return self.model.rank(normalized), "builtin"
+
+
+_LOCATED = re.compile(r"(?:在|位于|住在|in|at)\s*$")
+_FILLER = re.compile(
+    r"我们|我|她|他|人|现在|目前|刚到|到了|住在|位于|在|是|了|呢|啊|呀|的|这里|这边|那边|"
+    r"\b(?:i'm|i am|i|we|we're|are|she|he|is|my|now|currently|in|at|here|from|the|city|of)\b|[\s\W\d_]+")
+
+
+def only_places(normalized: str, places: list[Place]) -> bool:
+    """True when nothing but places and filler words ("我在", "I am in") is left of the message."""
+    rest = normalized
+    for place in sorted(places, key=lambda p: -p.start):
+        rest = rest[:place.start] + " " + rest[place.end:]
+    return not _FILLER.sub("", rest).strip()
 
 
 def _static_files(data_dir: Path) -> list[Path]:

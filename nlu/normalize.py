@@ -33,4 +33,4 @@ def language_of(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     cjk = len(_CJK.findall(text))
     latin = len(_LATIN.findall(text))
-    return "en" if latin >= 3 and cjk == 0 else "zh"
+    return "en" if latin >= 2 and cjk == 0 else "zh"

@@ -21,6 +21,7 @@ class Understanding:
     language: str = "zh"
     entities: list[dict[str, Any]] = field(default_factory=list)
     safety_net: bool = False
+    place_only: bool = False
     ranking: list[tuple[str, float]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -28,5 +29,5 @@ class Understanding:
         return {
             "text": self.text, "intent": self.intent, "confidence": round(self.confidence, 4),
             "country": self.country, "entities": self.entities, "engine": self.engine,
-            "language": self.language, "safety_net": self.safety_net,
+            "language": self.language, "safety_net": self.safety_net, "place_only": self.place_only,
         }

@@ -144,11 +144,11 @@ class WeChatAPI:
     async def access_token(self, rejected: str | None = None) -> str:
         """A valid token: memory, then the shared database row, then ``stable_token`` (single flight)."""
         now = utcnow()
-        if self._token and self._token[0] != rejected and self._token[1] - REFRESH_MARGIN > now:
+        if self._token and self._token[0] != rejected and self._token[1] > now:
             return self._token[0]
         async with self._refresh_lock:
             stored = await self._load()
-            if stored and stored[0] != rejected and stored[1] - REFRESH_MARGIN > utcnow():
+            if stored and stored[0] != rejected and stored[1] > utcnow():
                 self._token = stored
                 return stored[0]
             token, expires = await self._fetch(force=False)
@@ -175,7 +175,10 @@ class WeChatAPI:
         expires_in = data.get("expires_in")
         if not isinstance(token, str) or not token or not isinstance(expires_in, int):
             raise WeChatAPIError(-2, "stable_token answer lacks access_token/expires_in")
-        return token, utcnow() + timedelta(seconds=max(expires_in, 60))
+        # Stored as the time to refresh: five minutes early, or a quarter early for short lifetimes,
+        # so a short-lived token is reused for most of its life rather than re-fetched on every call.
+        lifetime = timedelta(seconds=max(expires_in, 1))
+        return token, utcnow() + lifetime - min(REFRESH_MARGIN, lifetime / 4)
 
     async def _load(self) -> tuple[str, Any] | None:
         async with self.sessions() as session:

@@ -94,3 +94,15 @@ async def test_typing(clients: list[WeChatAPI], fake_api: FakeWeChatAPI) -> None
     await clients[0].typing("oH")
     await clients[0].typing("oH", on=False)
     assert [t["command"] for t in fake_api.typing] == ["Typing", "CancelTyping"]
+
+
+async def test_expired_token_is_refreshed_before_use(clients: list[WeChatAPI], fake_api: FakeWeChatAPI) -> None:
+    fake_api.expires_in = 2  # refreshed after 1.5 s (a quarter early)
+    api = clients[0]
+    await api.send_text("oI", "一")
+    await api.send_text("oI", "二")
+    assert api.token_fetches == 1
+    await asyncio.sleep(1.6)
+    fake_api.rotate()  # the platform now issues a new token on request
+    await api.send_text("oI", "三")
+    assert api.token_fetches == 2 and fake_api.texts_for("oI") == ["一", "二", "三"]

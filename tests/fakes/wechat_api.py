@@ -36,6 +36,7 @@ class FakeWeChatAPI:
     send_errors: list[dict[str, Any]] = field(default_factory=list)
     errors_by_openid: dict[str, dict[str, Any]] = field(default_factory=dict)
     delay: float = 0.0
+    expires_in: int = 7200
     always_invalid: bool = False
     http_status: int = 200
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -84,11 +85,11 @@ class FakeWeChatAPI:
         if body.get("appid") != self.app_id or body.get("secret") != self.app_secret:
             return web.json_response({"errcode": 40013, "errmsg": "invalid appid"})
         if self.valid_tokens and not body.get("force_refresh"):
-            return web.json_response({"access_token": next(iter(self.valid_tokens)), "expires_in": 7200})
+            return web.json_response({"access_token": next(iter(self.valid_tokens)), "expires_in": self.expires_in})
         self.tokens_issued += 1
         token = f"TOKEN_{next(self._counter)}"
         self.valid_tokens = {token}
-        return web.json_response({"access_token": token, "expires_in": 7200})
+        return web.json_response({"access_token": token, "expires_in": self.expires_in})
 
     async def _send(self, request: web.Request) -> web.Response:
         await self._slow()

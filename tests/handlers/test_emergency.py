@@ -176,9 +176,6 @@ MISREAD_PLACES = [
 ]
 
 
-@pytest.mark.xfail(reason="BUG: in awaiting_country, a plain place answer ('我在曼谷', 'I am in Istanbul') is "
-                          "classified as a different low-confidence emergency and the emergency route wins over "
-                          "country_given: wrong playbook re-sent, case type overwritten", strict=True)
 @pytest.mark.parametrize("intent,first,answer,iso", MISREAD_PLACES, ids=[row[0] for row in MISREAD_PLACES])
 async def test_place_answer_completes_the_pending_emergency(chat: Chat, intent: str, first: str, answer: str,
                                                             iso: str) -> None:
@@ -198,8 +195,6 @@ async def test_place_answer_completes_the_pending_emergency(chat: Chat, intent: 
     assert not any(t in reply for t in other_titles), f"another emergency's playbook was sent:\n{reply}"
 
 
-@pytest.mark.xfail(reason="BUG: a location message completing a pending emergency overwrites the case card's "
-                          "'said' (what the person reported) with the location message's empty text", strict=True)
 async def test_location_keeps_what_the_person_said_on_the_case_card(chat: Chat) -> None:
     await chat.say("我被警察抓了")
     await chat.location(45.4642, 9.19, "Milano")
@@ -264,9 +259,6 @@ async def test_english_emergency_without_country_asks_in_english(chat: Chat) -> 
     assert chat.escalation()["case"]["country"] == "FR"
 
 
-@pytest.mark.xfail(reason="BUG: English steps starting with 'Family: ...' in emergency_arrest.yml and "
-                          "emergency_kidnap.yml are YAML mappings, so the reply shows \"4. {'Family': ...}\"",
-                   strict=True)
 @pytest.mark.parametrize("intent,message", [
     ("emergency_arrest", "My son was arrested in Sydney"),
     ("emergency_kidnap", "I have been kidnapped in Manila, please help"),
@@ -298,7 +290,7 @@ async def test_emergency_after_hong_kong_location_uses_999(chat: Chat) -> None:
     await chat.location(22.3193, 114.1694, "Hong Kong")
     reply = await chat.say("我朋友受伤了流了很多血")
     assert title("emergency_medical") in reply
-    assert "不属于领事保护范围" in reply
+    assert "服务于在外国的中国公民" in reply
     assert_local_numbers(reply, "HK")
     assert_hotline(reply)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nlu.builtin import MODEL_VERSION, training_files
+from nlu.builtin import MODEL_VERSION, load_or_train, training_files
 from nlu.data import fingerprint
 from nlu.engine import NLU
 from nlu.geo import Gazetteer
@@ -27,7 +27,11 @@ def nlu_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def nlu(nlu_cache: Path) -> NLU:
     """The real built-in engine on the real data (trains once; later loads hit the cache in ``nlu_cache``)."""
-    return NLU.load(DATA, nlu_cache)
+    loaded = NLU.load(DATA, nlu_cache)
+    cached = nlu_cache / f"builtin-{loaded.model.key}.pkl"
+    if not cached.exists():  # another test in this process had the model in memory already
+        load_or_train(DATA, nlu_cache, force=True)
+    return loaded
 
 
 @pytest.fixture(scope="session")

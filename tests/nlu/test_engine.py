@@ -189,7 +189,7 @@ def test_understanding_fields(nlu: NLU) -> None:
     assert result.intent == "emergency_arrest"
     assert (result.country, result.foreign, result.language) == ("AE", True, "zh")
     assert result.entities == [{"entity": "city", "value": "迪拜", "text": "迪拜", "start": 4, "end": 6,
-                                "country": "AE"}]
+                                "country": "AE", "located": True}]
     assert 1 <= len(result.ranking) <= 5
     assert abs(sum(p for _, p in nlu.model.rank(normalize(text))) - 1.0) < 1e-6
     assert result.as_json()["intent"] == "emergency_arrest"
