@@ -13,6 +13,7 @@ from bot.settings import Settings
 from knowledge import seed
 from knowledge.base import KnowledgeBase
 from nlu.engine import NLU, RasaClient
+from nlu.geo import locate
 from nlu.types import Understanding
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Services:
         nlu = await asyncio.to_thread(NLU.load, settings.data_dir, settings.var_dir / "nlu", rasa=rasa)
         kb = KnowledgeBase(sessions, settings.data_dir)
         await kb.current()
+        await asyncio.to_thread(locate, 0.0, 0.0)  # load the offline geocoder now, not on the first location
         return cls(settings=settings, sessions=sessions, nlu=nlu, kb=kb, http=http)
 
     async def understand(self, text: str) -> Understanding:
