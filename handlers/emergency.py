@@ -42,6 +42,8 @@ async def emergency(turn: Turn) -> Outcome:
     country = turn.country
     first = first_reply(turn, kb, playbook, country)
     followup = _text(playbook.get("followup"), turn.english)
+    if followup:
+        followup = f"{followup.strip()}\n\n{hotline(turn.english)}"
     replies = [first] + (split_message(followup, parts=2) if followup else [])
     priority = int(playbook.get("priority", 2))
     conversation = turn.conversation
