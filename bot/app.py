@@ -12,7 +12,10 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.accounts import Accounts
+from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE, setup_api
 from bot.outbox import Outbox
+from bot.queue import Queue
 from bot.pipeline import Pipeline
 from bot.settings import Settings
 from bot.storage.db import make_engine, make_reader, make_sessionmaker, migrate
@@ -51,6 +54,7 @@ def create_app(settings: Settings, *, brain_factory: BrainFactory | None = None)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/wechat", _webhook_verify)
     app.router.add_post("/wechat", _webhook_receive)
+    setup_api(app)
     if settings.demo:
         from bot.demo.routes import setup_demo
 
@@ -74,6 +78,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox)
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
     app[WEBHOOK] = Webhook(settings, pipeline)
+    app[ACCOUNTS], app[QUEUE], app[OUTBOX_WAKE] = Accounts(sessions), Queue(sessions), outbox.wake
     stopping = asyncio.Event()
     tasks = [asyncio.create_task(outbox.run(), name="outbox"),
              asyncio.create_task(_recovery(pipeline, stopping), name="recovery")]

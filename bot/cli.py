@@ -33,9 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bot.cli_kb import add_kb_commands
     from bot.cli_nlu import add_nlu_commands
+    from bot.cli_staff import add_staff_commands
 
     add_nlu_commands(sub)
     add_kb_commands(sub)
+    add_staff_commands(sub)
     return parser
 
 

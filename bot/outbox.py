@@ -124,10 +124,12 @@ class Outbox:
         try:
             await self.api.send(item.openid, item.payload)  # type: ignore[arg-type]
         except (OutsideWindow, QuotaExceeded) as exc:
-            await self._set_quota(item.user_id, 0)
+            # WeChat knows best: close the window (45015) or empty the quota (45047) here too, so the
+            # next message fails at once with the same reason instead of being sent.
+            await self._close_window(item.user_id, window=isinstance(exc, OutsideWindow))
             await self._finish(item, "failed", code=exc.code, error=ERROR_TEXT[exc.code])
         except (NetworkError, WeChatAPIError) as exc:
-            await self._set_quota(item.user_id, +1, relative=True)
+            await self._refund_quota(item.user_id)
             code = getattr(exc, "code", None)
             if getattr(exc, "transient", False) and item.attempts < MAX_ATTEMPTS:
                 await self._retry(item, code, str(exc))
@@ -150,10 +152,16 @@ class Outbox:
                 select(User.cs_window_until).where(User.id == user_id))).one()
             return 45015 if user.cs_window_until is None or user.cs_window_until <= now else 45047
 
-    async def _set_quota(self, user_id: int, value: int, relative: bool = False) -> None:
+    async def _close_window(self, user_id: int, *, window: bool) -> None:
+        values = {"cs_quota_left": 0, **({"cs_window_until": utcnow()} if window else {})}
         async with self.sessions.begin() as session:
-            new = User.cs_quota_left + value if relative else value
-            await session.execute(update(User).where(User.id == user_id).values(cs_quota_left=new))
+            await session.execute(update(User).where(User.id == user_id).values(**values))
+
+    async def _refund_quota(self, user_id: int) -> None:
+        """The send did not happen: give back the message reserved for it."""
+        async with self.sessions.begin() as session:
+            await session.execute(update(User).where(User.id == user_id)
+                                  .values(cs_quota_left=User.cs_quota_left + 1))
 
     async def _retry(self, item: Claimed, code: int | None, error: str) -> None:
         due = utcnow() + timedelta(seconds=backoff(item.attempts))

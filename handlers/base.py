@@ -19,6 +19,9 @@ EMERGENCY_INTENTS = (
     "emergency_kidnap", "emergency_disaster", "emergency_death",
 )
 
+# How soon each priority must be claimed (1 = danger to life now, 2 = other emergency, 3 = asked for a person).
+SLA = {1: timedelta(minutes=2), 2: timedelta(minutes=10), 3: timedelta(minutes=30)}
+
 # Conversation states (issue 4 §8).
 IDLE = "idle"
 AWAITING_COUNTRY = "awaiting_country"

@@ -7,16 +7,15 @@ person's country, and asks where they are when that is not known.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from handlers.base import AWAITING_COUNTRY, QUEUED, Escalate, Outcome, Turn
+from handlers.base import AWAITING_COUNTRY, QUEUED, SLA, Escalate, Outcome, Turn
+from handlers.escalation import queue_line
 from handlers.format import country_name, duty_line, local_numbers, pick_mission, split_message
 from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
 from nlu.geo import DOMESTIC
 
-SLA = {1: timedelta(minutes=2), 2: timedelta(minutes=10), 3: timedelta(minutes=30)}
 SAFETY = {1: "danger to life (from the message)", 2: "not known"}
 
 ASK_WHERE_ZH = "请告诉我您在哪个国家或城市（或直接发送位置），我把当地报警和急救电话发给您。"
@@ -40,13 +39,14 @@ async def emergency(turn: Turn) -> Outcome:
     if playbook is None:  # an ops mistake must never cost the person their first reply
         playbook = {"priority": 1, "answer": {}, "steps": {}, "followup": {}, "title": {"zh": intent, "en": intent}}
     country = turn.country
-    first = first_reply(turn, kb, playbook, country)
+    priority = int(playbook.get("priority", 2))
+    first = first_reply(turn, kb, playbook, country) + "\n" + await queue_line(turn, priority)
     followup = _text(playbook.get("followup"), turn.english)
     if followup:
         followup = f"{followup.strip()}\n\n{hotline(turn.english)}"
     replies = [first] + (split_message(followup, parts=2) if followup else [])
-    priority = int(playbook.get("priority", 2))
     conversation = turn.conversation
+    conversation.context["queue_priority"] = min(priority, int(conversation.context.get("queue_priority", 3)))
     if country:
         conversation.state = QUEUED
         conversation.context.pop("pending", None)

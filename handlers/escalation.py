@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from handlers.base import QUEUED, WITH_OFFICER, Escalate, Outcome, Turn
-from handlers.emergency import SLA
+import time
+
+from handlers.base import IDLE, QUEUED, SLA, WITH_OFFICER, Escalate, Outcome, Turn
 from handlers.format import country_name
 from handlers.texts import hotline, pick
 
@@ -29,6 +30,8 @@ async def request_human(turn: Turn) -> Outcome:
             "summary": f"要求人工 · {country_name(country, False) or '地点未知'}",
             "language": conversation.language}
     text = pick(english, QUEUED_ZH, QUEUED_EN).format(hotline=hotline(english))
+    text += "\n" + await queue_line(turn, 3)
+    conversation.context["queue_priority"] = 3
     return Outcome([text], handler="escalation",
                    escalation=Escalate(priority=3, reason="request_human", case=case, sla=SLA[3]))
 
@@ -46,3 +49,56 @@ async def relay(turn: Turn) -> Outcome:
             priority=priority, reason=turn.intent, sla=SLA[priority],
             case={"type": turn.intent, "said": turn.text[:500], "alert": "emergency during officer chat"}))
     return Outcome([], handler="relay")
+
+
+AHEAD_ZH = "您前面还有{ahead}位在等待。"
+NEXT_ZH = "您是下一位。"
+AHEAD_EN = "{ahead} people are ahead of you."
+NEXT_EN = "You are next."
+WAIT_ZH = "预计等待约{minutes}分钟。"
+WAIT_EN = "Expected wait: about {minutes} min."
+NOBODY_ZH = "目前没有值班人员在线，请立即拨打12308（+86-10-12308 或 +86-10-65612308），您的求助仍保留在队列中。"
+NOBODY_EN = ("No duty officer is online right now: call 12308 now (+86-10-12308 or +86-10-65612308). "
+             "Your request stays in the queue.")
+NOTICE_EVERY = 60.0
+
+
+async def queue_line(turn: Turn, priority: int) -> str:
+    """Where the person stands: position, rough wait, or "call 12308 now" when nobody is online."""
+    english = turn.english
+    if await turn.services.accounts.online_officers() == 0:
+        return pick(english, NOBODY_ZH, NOBODY_EN)
+    position = await turn.services.queue.position(turn.conversation.id, priority)
+    if position.ahead:
+        line = pick(english, AHEAD_ZH, AHEAD_EN).format(ahead=position.ahead)
+    else:
+        line = pick(english, NEXT_ZH, NEXT_EN)
+    if position.wait_minutes:
+        line += pick(english, WAIT_ZH, WAIT_EN).format(minutes=position.wait_minutes)
+    turn.conversation.context["queue_notice"] = time.time()
+    return line
+
+
+async def waiting_update(turn: Turn) -> str | None:
+    """A short position update for someone waiting, at most once a minute."""
+    last = float(turn.conversation.context.get("queue_notice", 0))
+    if time.time() - last < NOTICE_EVERY:
+        return None
+    return await queue_line(turn, int(turn.conversation.context.get("queue_priority", 3)))
+
+
+RATED_ZH = "谢谢您的评分！还有需要随时发消息给我。"
+RATED_EN = "Thank you for rating us. Write any time you need help."
+
+
+def is_rating(turn: Turn) -> bool:
+    """A bare 1–5 just after a case was closed."""
+    return turn.text.strip().translate(str.maketrans("１２３４５", "12345")) in ("1", "2", "3", "4", "5")
+
+
+async def rate(turn: Turn) -> Outcome:
+    """Store the 1–5 rating on the case that was just closed; the bot answers normally again."""
+    rating = int(turn.text.strip().translate(str.maketrans("１２３４５", "12345")))
+    await turn.services.queue.rate(turn.conversation.id, rating)
+    turn.conversation.state = IDLE
+    return Outcome([pick(turn.english, RATED_ZH, RATED_EN)], handler="rating")

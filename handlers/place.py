@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from handlers.base import AWAITING_COUNTRY, IDLE, QUEUED, Escalate, Outcome, Turn
-from handlers.emergency import SLA, case_card, contact_lines
+from handlers.base import AWAITING_COUNTRY, IDLE, QUEUED, SLA, Escalate, Outcome, Turn
+from handlers.emergency import case_card, contact_lines
 from handlers.escalation import request_human
 from handlers.faq import embassy_contact, missions_text
 from handlers.fallback import fallback

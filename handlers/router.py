@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.settings import Settings
 from bot.storage.store import ConversationState
 from bot.wechat.messages import Inbound
-from handlers.base import (AWAITING_CHOICE, AWAITING_COUNTRY, EMERGENCY_INTENTS, WITH_OFFICER, Handler, Outcome,
-                           Turn)
+from handlers.base import (AWAITING_CHOICE, AWAITING_COUNTRY, CLOSED, EMERGENCY_INTENTS, IDLE, QUEUED, WITH_OFFICER,
+                           Handler, Outcome, Turn)
 from handlers.emergency import emergency
-from handlers.escalation import relay, request_human
+from handlers.escalation import is_rating, rate, relay, request_human, waiting_update
 from handlers.fallback import fallback
 from handlers.faq import choose, faq, is_choice, unsure
 from handlers.place import country_given, location, menu, place_statement
@@ -79,6 +79,7 @@ ROUTES: tuple[Route, ...] = (
     Route(ANY, EMERGENCY_INTENTS, emergency),
     # Answers to the bot's own questions.
     Route(AWAITING_CHOICE, ANY, choose, when=is_choice),
+    Route(CLOSED, ANY, rate, when=is_rating),
     Route(ANY, "voice", unrecognised_voice),
     Route(ANY, MEDIA, media),
     # Text by intent.
@@ -132,7 +133,13 @@ class Brain:
     async def respond(self, turn: Turn) -> Outcome:
         """Route the turn and run its handler."""
         handler = route(turn)
+        if turn.conversation.state == CLOSED and handler is not rate:
+            turn.conversation.state = IDLE  # the case is over; the bot answers as usual
         outcome = await handler(turn)
+        if turn.conversation.state == QUEUED and outcome.replies and outcome.handler not in ("emergency", "escalation"):
+            update = await waiting_update(turn)
+            if update:
+                outcome.replies[-1] += "\n" + update
         if outcome.handler not in ("fallback", "unsure"):
             turn.conversation.context.pop("fallbacks", None)
         if turn.conversation.country and turn.conversation.country != turn.conversation.user_country:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.accounts import Accounts
+from bot.queue import Queue
 from bot.settings import Settings
 from knowledge import seed
 from knowledge.base import KnowledgeBase
@@ -27,6 +29,8 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     nlu: NLU
     kb: KnowledgeBase
+    queue: Queue
+    accounts: Accounts
     http: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -39,7 +43,8 @@ class Services:
         kb = KnowledgeBase(sessions, settings.data_dir)
         await kb.current()
         await asyncio.to_thread(locate, 0.0, 0.0)  # load the offline geocoder now, not on the first location
-        return cls(settings=settings, sessions=sessions, nlu=nlu, kb=kb, http=http)
+        return cls(settings=settings, sessions=sessions, nlu=nlu, kb=kb, queue=Queue(sessions),
+                   accounts=Accounts(sessions), http=http)
 
     async def understand(self, text: str) -> Understanding:
         """Intent and country of ``text``."""

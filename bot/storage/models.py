@@ -92,6 +92,7 @@ class Message(Base):
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), default=None)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     delivery: Mapped[str | None] = mapped_column(String(16), default=None)  # passive | outbox
+    author: Mapped[str | None] = mapped_column(String(64), default=None)  # the officer, for officer messages
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -141,3 +142,4 @@ class Escalation(Base):
     sla_due_at: Mapped[datetime | None] = mapped_column(default=None)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
+    rating: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from bot.storage.db import make_engine
 from bot.storage.models import Base
+import bot.storage.staff  # noqa: F401  (registers the staff tables)
 import knowledge.models  # noqa: F401  (registers the knowledge tables)
 
 target_metadata = Base.metadata

@@ -1,0 +1,222 @@
+"""The human queue: escalations ordered by urgency, claimed, answered, transferred and closed by staff."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.accounts import Principal, audit
+from bot.errors import LingbaoError
+from bot.storage.models import Conversation, Escalation, Message, OutboxItem, User, utcnow
+from bot.storage.staff import CaseNote, Staff
+from bot.wechat.api import ERROR_TEXT
+
+OPEN = ("waiting", "assigned")
+CLAIMED_TEXT_ZH = "值班人员已接手您的求助，请直接在这里和我们沟通。"
+CLOSED_TEXT_ZH = "本次人工服务已结束。如需继续帮助，随时发消息给我。请为这次服务打分：回复1到5（5为非常满意）。"
+
+
+class QueueError(LingbaoError):
+    """A queue operation that is not allowed (the message says why); ``status`` is the HTTP code."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a conversation stands in the queue."""
+
+    ahead: int
+    wait_minutes: int | None
+
+
+class Queue:
+    """Escalation operations; each is one transaction and audited."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def listing(self, status: str | None) -> list[dict[str, Any]]:
+        """Escalations, most urgent first, then oldest first."""
+        async with self.sessions() as session:
+            query = (select(Escalation, User.openid).join(User, User.id == Escalation.user_id)
+                     .order_by(Escalation.priority, Escalation.created_at, Escalation.id))
+            if status:
+                query = query.where(Escalation.status == status)
+            rows = await session.execute(query)
+            return [_item(esc, openid) for esc, openid in rows]
+
+    async def claim(self, escalation_id: int, who: Principal) -> dict[str, Any]:
+        async with self.sessions.begin() as session:
+            esc = await self._get(session, escalation_id)
+            if esc.status == "closed":
+                raise QueueError("this case is closed")
+            if esc.status == "assigned" and esc.assignee != who.name:
+                raise QueueError(f"already claimed by {esc.assignee}")
+            now = utcnow()
+            esc.status, esc.assignee = "assigned", who.name
+            esc.claimed_at = esc.claimed_at or now
+            await _set_state(session, esc.conversation_id, "with_officer")
+            await _send(session, esc.user_id, CLAIMED_TEXT_ZH, sender="bot")
+            await audit(session, who.name, "claim", f"escalation:{esc.id}")
+            return _item(esc, await _openid(session, esc.user_id))
+
+    async def transfer(self, escalation_id: int, who: Principal, to: str) -> dict[str, Any]:
+        async with self.sessions.begin() as session:
+            esc = await self._get(session, escalation_id)
+            if esc.status == "closed":
+                raise QueueError("this case is closed")
+            if esc.assignee not in (None, who.name) and who.role not in ("supervisor", "admin"):
+                raise QueueError("only the assignee or a supervisor can transfer this case", 403)
+            target = (await session.execute(select(Staff).where(Staff.name == to, Staff.active))).scalar_one_or_none()
+            if target is None or target.role not in ("officer", "supervisor"):
+                raise QueueError(f"{to!r} is not an active officer or supervisor", 400)
+            esc.status, esc.assignee = "assigned", target.name
+            esc.claimed_at = esc.claimed_at or utcnow()
+            await _set_state(session, esc.conversation_id, "with_officer")
+            await audit(session, who.name, "transfer", f"escalation:{esc.id}", to=target.name)
+            return _item(esc, await _openid(session, esc.user_id))
+
+    async def close(self, escalation_id: int, who: Principal) -> dict[str, Any]:
+        async with self.sessions.begin() as session:
+            esc = await self._get(session, escalation_id)
+            if esc.status == "closed":
+                raise QueueError("this case is already closed")
+            self._check_owner(esc, who)
+            esc.status, esc.closed_at = "closed", utcnow()
+            esc.assignee = esc.assignee or who.name
+            await _set_state(session, esc.conversation_id, "closed")
+            await _send(session, esc.user_id, CLOSED_TEXT_ZH, sender="bot")
+            await audit(session, who.name, "close", f"escalation:{esc.id}")
+            return _item(esc, await _openid(session, esc.user_id))
+
+    async def reply(self, escalation_id: int, who: Principal, text: str) -> int:
+        """An officer's message to the citizen, through the outbox."""
+        text = text.strip()
+        if not text or len(text) > 2000:
+            raise QueueError("text: 1 to 2000 characters", 400)
+        async with self.sessions.begin() as session:
+            esc = await self._get(session, escalation_id)
+            if esc.status != "assigned":
+                raise QueueError("claim the case before replying")
+            self._check_owner(esc, who)
+            message_id = await _send(session, esc.user_id, text, sender="officer", author=who.name)
+            await audit(session, who.name, "reply", f"escalation:{esc.id}", message_id=message_id)
+            return message_id
+
+    async def note(self, escalation_id: int, who: Principal, text: str) -> None:
+        if not text.strip():
+            raise QueueError("text: required", 400)
+        async with self.sessions.begin() as session:
+            esc = await self._get(session, escalation_id)
+            session.add(CaseNote(escalation_id=esc.id, author=who.name, text=text.strip()[:4000]))
+            await audit(session, who.name, "note", f"escalation:{esc.id}")
+
+    async def transcript(self, escalation_id: int, who: Principal) -> list[dict[str, Any]]:
+        """The conversation's messages with each outgoing message's delivery state."""
+        async with self.sessions.begin() as session:
+            esc = await self._get(session, escalation_id)
+            rows = await session.execute(
+                select(Message, OutboxItem.status, OutboxItem.error_code, OutboxItem.error)
+                .outerjoin(OutboxItem, OutboxItem.message_id == Message.id)
+                .where(Message.user_id == esc.user_id).order_by(Message.id))
+            items = [_message(m, status, code, error) for m, status, code, error in rows]
+            await audit(session, who.name, "view", f"escalation:{esc.id}")
+            return items
+
+    async def position(self, conversation_id: int, priority: int) -> Position:
+        """Open cases ahead of this conversation's (or of a new case of ``priority``), and a rough wait."""
+        async with self.sessions() as session:
+            mine = (await session.execute(select(Escalation).where(
+                Escalation.conversation_id == conversation_id, Escalation.status == "waiting"))).scalar_one_or_none()
+            waiting = select(func.count()).select_from(Escalation).where(Escalation.status == "waiting")
+            if mine is None:  # not stored yet: everything as or more urgent is ahead
+                ahead = (await session.execute(waiting.where(Escalation.priority <= priority))).scalar_one()
+            else:
+                ahead = (await session.execute(waiting.where(Escalation.id != mine.id, or_(
+                    Escalation.priority < mine.priority,
+                    and_(Escalation.priority == mine.priority, Escalation.created_at <= mine.created_at))))).scalar_one()
+            recent = (await session.execute(
+                select(Escalation.created_at, Escalation.claimed_at).where(Escalation.claimed_at.is_not(None))
+                .order_by(Escalation.claimed_at.desc()).limit(20))).all()
+        waits = [(claimed - created).total_seconds() / 60 for created, claimed in recent]
+        wait = max(1, round(statistics.median(waits) * (int(ahead) + 1))) if waits else None
+        return Position(int(ahead), wait)
+
+    async def rate(self, conversation_id: int, rating: int) -> bool:
+        """Store the citizen's 1–5 rating on their last closed case."""
+        async with self.sessions.begin() as session:
+            esc = (await session.execute(
+                select(Escalation).where(Escalation.conversation_id == conversation_id, Escalation.status == "closed")
+                .order_by(Escalation.closed_at.desc()).limit(1))).scalar_one_or_none()
+            if esc is None:
+                return False
+            esc.rating = rating
+            return True
+
+    @staticmethod
+    def _check_owner(esc: Escalation, who: Principal) -> None:
+        if esc.assignee not in (None, who.name) and who.role not in ("supervisor", "admin"):
+            raise QueueError(f"this case belongs to {esc.assignee}", 403)
+
+    @staticmethod
+    async def _get(session: AsyncSession, escalation_id: int) -> Escalation:
+        esc = await session.get(Escalation, escalation_id)
+        if esc is None:
+            raise QueueError("no such escalation", 404)
+        return esc
+
+
+async def _set_state(session: AsyncSession, conversation_id: int, state: str) -> None:
+    await session.execute(update(Conversation).where(Conversation.id == conversation_id)
+                          .values(state=state, updated_at=utcnow()))
+
+
+async def _openid(session: AsyncSession, user_id: int) -> str:
+    return str((await session.execute(select(User.openid).where(User.id == user_id))).scalar_one())
+
+
+async def _send(session: AsyncSession, user_id: int, text: str, *, sender: str, author: str | None = None) -> int:
+    now = utcnow()
+    message = Message(user_id=user_id, direction="out", sender=sender, msg_type="text", text=text, status="ready",
+                      delivery="outbox", author=author, created_at=now)
+    session.add(message)
+    await session.flush()
+    session.add(OutboxItem(user_id=user_id, message_id=message.id, openid=await _openid(session, user_id),
+                           payload={"msgtype": "text", "text": {"content": text}}, created_at=now,
+                           next_attempt_at=now))
+    return message.id
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _item(esc: Escalation, openid: str) -> dict[str, Any]:
+    return {"id": esc.id, "openid": openid, "priority": esc.priority, "reason": esc.reason, "status": esc.status,
+            "assignee": esc.assignee, "created_at": _iso(esc.created_at), "claimed_at": _iso(esc.claimed_at),
+            "closed_at": _iso(esc.closed_at), "sla_due_at": _iso(esc.sla_due_at), "case": esc.case or {},
+            "rating": esc.rating}
+
+
+def _message(m: Message, status: str | None, code: int | None, error: str | None) -> dict[str, Any]:
+    sender = "user" if m.direction == "in" else ("officer" if m.sender == "officer" else "bot")
+    if m.direction == "in":
+        delivery = None
+    elif m.delivery == "passive":
+        delivery = "sent"
+    else:
+        delivery = {"sent": "sent", "failed": "failed"}.get(status or "", "pending")
+    return {"id": m.id, "sender": sender, "author": m.author, "text": m.text, "type": m.msg_type,
+            "created_at": _iso(m.created_at), "delivery": delivery,
+            "error": (ERROR_TEXT.get(code, error) if delivery == "failed" and code else error) if delivery == "failed"
+            else None, "error_code": code if delivery == "failed" else None}
+
+

@@ -1,0 +1,170 @@
+"""The human queue through the real webhook and the JSON API, with a fake WeChat API."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from bot.api import ACCOUNTS
+from bot.settings import REPO_ROOT, Settings
+from tests.conftest import Running
+from tests.fakes.wechat_api import FakeWeChatAPI
+from tests.fakes.wechat_server import text
+
+
+async def staff(bot: Running, name: str, role: str, *, online: bool = True) -> str:
+    accounts = bot.app[ACCOUNTS]
+    who = await accounts.add(name, role, "a-long-password")
+    if online:
+        await accounts.set_presence(who, "online")
+    return await accounts.create_token(name)
+
+
+async def api(bot: Running, method: str, path: str, token: str | None, body: Any = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with bot.wechat.http.request(method, f"{bot.wechat.base}{path}", json=body, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_no_officer_online_tells_12308_at_once(bot: Running) -> None:
+    reply = await bot.wechat.post(text("oAlone", "转人工"))
+    assert "没有值班人员在线" in (reply.text or "") and "+86-10-65612308" in (reply.text or "")
+    assert bot.rows("SELECT status, priority FROM escalations") == [("waiting", 3)]
+
+
+async def test_queue_order_claim_reply_close_and_rating(bot: Running, fake_api: FakeWeChatAPI) -> None:
+    token = await staff(bot, "alice", "officer")
+    first = await bot.wechat.post(text("oHuman", "我要找真人"))
+    assert "您是下一位" in (first.text or "")
+    later = await bot.wechat.post(text("oDanger", "救命 我被绑架了 在金边"))
+    assert "前面还有" not in (later.text or "")  # priority 1 goes to the front
+    status, listing = await api(bot, "GET", "/api/v1/escalations?status=waiting", token)
+    assert status == 200
+    assert [(i["openid"], i["priority"]) for i in listing["items"]] == [("oDanger", 1), ("oHuman", 3)]
+    assert listing["items"][0]["case"]["country"] == "KH"
+    human = listing["items"][1]["id"]
+
+    status, claimed = await api(bot, "POST", f"/api/v1/escalations/{human}/claim", token)
+    assert status == 200 and claimed["status"] == "assigned" and claimed["assignee"] == "alice"
+    status, _ = await api(bot, "POST", f"/api/v1/escalations/{human}/messages", token, {"text": "您好，我是值班领事。"})
+    assert status == 201
+    await fake_api.wait_for_sent(1)
+    await _until(lambda: "您好，我是值班领事。" in fake_api.texts_for("oHuman"))
+
+    quiet = await bot.wechat.post(text("oHuman", "我在东京机场，钱包丢了"))
+    assert quiet.body == "success", "while an officer has the chat the bot stays quiet"
+    status, transcript = await api(bot, "GET", f"/api/v1/escalations/{human}/messages", token)
+    senders = [(m["sender"], m["text"]) for m in transcript["items"]]
+    assert ("user", "我在东京机场，钱包丢了") in senders and ("officer", "您好，我是值班领事。") in senders
+    officer_message = next(m for m in transcript["items"] if m["sender"] == "officer")
+    assert officer_message["delivery"] == "sent"
+
+    status, closed = await api(bot, "POST", f"/api/v1/escalations/{human}/close", token)
+    assert status == 200 and closed["status"] == "closed"
+    await _until(lambda: any("打分" in t for t in fake_api.texts_for("oHuman")))
+    rated = await bot.wechat.post(text("oHuman", "5"))
+    assert "谢谢" in (rated.text or "")
+    assert bot.rows("SELECT rating FROM escalations WHERE id=?", human) == [(5,)]
+    again = await bot.wechat.post(text("oHuman", "护照丢了怎么办"))
+    assert again.text and "报案" in again.text, "after close the bot answers again"
+    actions = {row[0] for row in bot.rows("SELECT action FROM audit_log WHERE actor='alice'")}
+    assert {"claim", "reply", "view", "close"} <= actions
+
+
+async def test_45015_is_shown_in_plain_words(bot: Running, fake_api: FakeWeChatAPI) -> None:
+    token = await staff(bot, "bob", "officer")
+    await bot.wechat.post(text("oLate", "转人工"))
+    case = (await api(bot, "GET", "/api/v1/escalations", token))[1]["items"][0]["id"]
+    await api(bot, "POST", f"/api/v1/escalations/{case}/claim", token)
+    fake_api.errors_by_openid["oLate"] = {"errcode": 45015, "errmsg": "response out of time limit"}
+    await api(bot, "POST", f"/api/v1/escalations/{case}/messages", token, {"text": "还在吗？"})
+    await _until(lambda: bool(bot.rows("SELECT 1 FROM outbox o JOIN messages m ON m.id=o.message_id "
+                                       "WHERE m.sender='officer' AND o.status='failed'")))
+    items = (await api(bot, "GET", f"/api/v1/escalations/{case}/messages", token))[1]["items"]
+    failed = [m for m in items if m["sender"] == "officer"][-1]
+    assert failed["delivery"] == "failed" and failed["error_code"] == 45015
+    assert "write again" in failed["error"]
+
+
+async def test_emergency_in_an_open_case_raises_its_priority(bot: Running) -> None:
+    await staff(bot, "carol", "officer")
+    await bot.wechat.post(text("oRaise", "转人工"))
+    await bot.wechat.post(text("oRaise", "有人拿刀抢劫我 在约翰内斯堡"))
+    assert bot.rows("SELECT priority, reason FROM escalations") == [(1, "emergency_crime")]
+
+
+async def test_transfer_to_a_colleague(bot: Running) -> None:
+    alice = await staff(bot, "alice", "officer")
+    dave = await staff(bot, "dave", "supervisor")
+    await bot.wechat.post(text("oMove", "转人工"))
+    case = (await api(bot, "GET", "/api/v1/escalations", alice))[1]["items"][0]["id"]
+    await api(bot, "POST", f"/api/v1/escalations/{case}/claim", alice)
+    status, moved = await api(bot, "POST", f"/api/v1/escalations/{case}/transfer", alice, {"to": "dave"})
+    assert status == 200 and moved["assignee"] == "dave"
+    status, _ = await api(bot, "POST", f"/api/v1/escalations/{case}/transfer", alice, {"to": "alice"})
+    assert status == 403, "no longer hers to move"
+    status, body = await api(bot, "POST", f"/api/v1/escalations/{case}/transfer", dave, {"to": "nobody"})
+    assert status == 400 and "nobody" in body["error"]
+
+
+@pytest.mark.parametrize("path,method", [
+    ("/api/v1/escalations", "GET"), ("/api/v1/escalations/1/claim", "POST"), ("/api/v1/escalations/1/close", "POST"),
+    ("/api/v1/escalations/1/transfer", "POST"), ("/api/v1/escalations/1/messages", "GET"),
+    ("/api/v1/escalations/1/messages", "POST"), ("/api/v1/escalations/1/notes", "POST"),
+])
+async def test_every_route_refuses_anonymous_and_wrong_roles(bot: Running, path: str, method: str) -> None:
+    ops = await staff(bot, "olga", "ops")
+    assert (await api(bot, method, path, None))[0] == 401
+    assert (await api(bot, method, path, "lbt_not-a-real-token"))[0] == 401
+    assert (await api(bot, method, path, ops))[0] == 403
+
+
+async def test_revoked_token_is_refused(bot: Running) -> None:
+    token = await staff(bot, "erin", "officer")
+    assert (await api(bot, "GET", "/api/v1/escalations", token))[0] == 200
+    assert await bot.app[ACCOUNTS].revoke_token(token) == 1
+    assert (await api(bot, "GET", "/api/v1/escalations", token))[0] == 401
+
+
+async def test_openapi_document(bot: Running) -> None:
+    async with bot.wechat.http.get(f"{bot.wechat.base}/api/v1/openapi.json") as r:
+        doc = await r.json()
+    assert doc["openapi"].startswith("3.") and "/api/v1/escalations/{id}/claim" in doc["paths"]
+
+
+async def test_login_lockout_after_five_failures(bot: Running) -> None:
+    accounts = bot.app[ACCOUNTS]
+    await accounts.add("frank", "officer", "the-right-password")
+    for _ in range(5):
+        assert await accounts.login("frank", "wrong-password") is None
+    assert await accounts.login("frank", "the-right-password") is None, "locked for 15 minutes"
+    assert bot.count("audit_log", "actor='frank' AND action='login_failed'") == 6
+
+
+def test_cli_users_and_tokens(settings: Settings) -> None:
+    env = {"BOT_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"}
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot", "--log-level", "WARNING", *args], input=stdin,
+                              capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+
+    assert run("users", "add", "gina", "--role", "officer", "--password-stdin", stdin="long-enough-pw\n").returncode == 0
+    assert run("users", "add", "gina", "--role", "officer", "--password-stdin", stdin="long-enough-pw\n").returncode == 1
+    created = run("tokens", "create", "gina")
+    token = created.stdout.split()[-1]
+    assert created.returncode == 0 and token.startswith("lbt_")
+    assert run("tokens", "revoke", token).returncode == 0
+    assert run("tokens", "revoke", token).returncode == 1
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition never became true")
+
