@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import LingbaoError
 from bot.storage.models import utcnow
-from bot.storage.staff import ROLES, ApiToken, AuditEntry, Staff
+from bot.storage.staff import ROLES, ApiToken, AuditEntry, ConsoleSession, Staff
 
 LOCKOUT_AFTER = 5
 LOCKOUT_FOR = timedelta(minutes=15)
+SESSION_FOR = timedelta(hours=12)
 TOKEN_PREFIX = "lbt_"
 _hasher = PasswordHasher()
 
@@ -63,6 +64,16 @@ class Accounts:
                 return Principal(staff.id, staff.name, staff.role)
         except IntegrityError:
             raise AccountError(f"a staff member called {name!r} already exists") from None
+
+    async def reset(self, name: str, role: str, password: str) -> None:
+        """Create ``name`` or give it a new password and role (demo mode's printed login)."""
+        async with self.sessions.begin() as session:
+            staff = (await session.execute(select(Staff).where(Staff.name == name))).scalar_one_or_none()
+            if staff is None:
+                session.add(Staff(name=name, role=role, password_hash=_hasher.hash(password), created_at=utcnow()))
+            else:
+                staff.password_hash, staff.role, staff.active = _hasher.hash(password), role, True
+                staff.failed_logins, staff.locked_until = 0, None
 
     async def login(self, name: str, password: str) -> Principal | None:
         """Check a password; five failures lock the account for 15 minutes (audited either way)."""
@@ -120,6 +131,32 @@ class Accounts:
                 .where(ApiToken.token_hash == token_hash(token), ApiToken.revoked_at.is_(None), Staff.active)
             )).one_or_none()
         return Principal(row.id, row.name, row.role) if row else None
+
+    async def start_session(self, who: Principal) -> tuple[str, str]:
+        """A new console session (always a new id: no session fixation); returns (cookie value, CSRF token)."""
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        async with self.sessions.begin() as session:
+            session.add(ConsoleSession(token_hash=token_hash(token), staff_id=who.id, csrf=csrf,
+                                       expires_at=utcnow() + SESSION_FOR))
+        return token, csrf
+
+    async def by_session(self, token: str) -> tuple[Principal, str] | None:
+        """The staff member and CSRF token of a live session cookie."""
+        async with self.sessions() as session:
+            row = (await session.execute(
+                select(Staff.id, Staff.name, Staff.role, ConsoleSession.csrf)
+                .join(ConsoleSession, ConsoleSession.staff_id == Staff.id)
+                .where(ConsoleSession.token_hash == token_hash(token), ConsoleSession.revoked_at.is_(None),
+                       ConsoleSession.expires_at > utcnow(), Staff.active))).one_or_none()
+        return (Principal(row.id, row.name, row.role), row.csrf) if row else None
+
+    async def end_session(self, token: str, who: Principal) -> None:
+        async with self.sessions.begin() as session:
+            await session.execute(update(ConsoleSession).where(ConsoleSession.token_hash == token_hash(token))
+                                  .values(revoked_at=utcnow()))
+            await session.execute(update(Staff).where(Staff.id == who.id)
+                                  .values(presence="offline", presence_at=utcnow()))
+            session.add(AuditEntry(actor=who.name, action="logout"))
 
     async def set_presence(self, principal: Principal, presence: str) -> None:
         if presence not in ("online", "away", "offline"):

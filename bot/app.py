@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import Accounts
 from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE, setup_api
+from bot.console.app import create_console
 from bot.outbox import Outbox
 from bot.queue import Queue
 from bot.pipeline import Pipeline
@@ -34,9 +36,11 @@ API = web.AppKey("api", WeChatAPI)
 BRAIN = web.AppKey("brain", Brain)
 WEBHOOK = web.AppKey("webhook", Webhook)
 _BRAIN_FACTORY = web.AppKey("brain_factory", object)
+DEMO_LOGIN = web.AppKey("demo_login", list)
 
 MAX_BODY = 1024 * 1024
 RECOVERY_INTERVAL = 10.0
+SLA_INTERVAL = 5.0
 
 
 BrainFactory = Callable[[Settings, async_sessionmaker[AsyncSession]], Awaitable[Brain]]
@@ -55,6 +59,7 @@ def create_app(settings: Settings, *, brain_factory: BrainFactory | None = None)
     app.router.add_get("/wechat", _webhook_verify)
     app.router.add_post("/wechat", _webhook_receive)
     setup_api(app)
+    app.add_subapp("/console", create_console())
     if settings.demo:
         from bot.demo.routes import setup_demo
 
@@ -79,9 +84,15 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
     app[WEBHOOK] = Webhook(settings, pipeline)
     app[ACCOUNTS], app[QUEUE], app[OUTBOX_WAKE] = Accounts(sessions), Queue(sessions), outbox.wake
+    if settings.demo:
+        password = secrets.token_urlsafe(9)
+        await app[ACCOUNTS].reset("duty", "supervisor", password)
+        app[DEMO_LOGIN] = ["  Duty officers' console: http://{}:{}/console/  (user: duty  password: {})".format(
+            settings.host, settings.port, password)]
     stopping = asyncio.Event()
     tasks = [asyncio.create_task(outbox.run(), name="outbox"),
-             asyncio.create_task(_recovery(pipeline, stopping), name="recovery")]
+             asyncio.create_task(_recovery(pipeline, stopping), name="recovery"),
+             asyncio.create_task(_sla(app[QUEUE], outbox, stopping), name="sla")]
     try:
         yield
     finally:
@@ -112,6 +123,20 @@ async def _recovery(pipeline: Pipeline, stopping: asyncio.Event) -> None:
             log.exception("recovery round failed")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stopping.wait(), RECOVERY_INTERVAL)
+
+
+async def _sla(queue: Queue, outbox: Outbox, stopping: asyncio.Event) -> None:
+    """Flag cases that waited past their SLA (the console alerts on them; P1 citizens are told to call 12308)."""
+    while not stopping.is_set():
+        try:
+            if await queue.check_sla():
+                outbox.wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # loop top: a failed round is retried on the next tick
+            log.exception("SLA round failed")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), SLA_INTERVAL)
 
 
 async def _webhook_verify(request: web.Request) -> web.Response:

@@ -76,13 +76,10 @@ async def _announce_demo(app: web.Application) -> None:
         f"  WeChat simulator: http://{settings.host}:{settings.port}/",
         f"  Health:           http://{settings.host}:{settings.port}/healthz",
     ]
-    announce = app.get(DEMO_ANNOUNCEMENTS)
-    if announce:
-        lines.extend(announce)
+    from bot.app import DEMO_LOGIN
+
+    lines.extend(app.get(DEMO_LOGIN, []))
     print("\n".join(lines) + "\n", flush=True)
-
-
-DEMO_ANNOUNCEMENTS = web.AppKey("demo_announcements", list)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -13,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.accounts import Principal, audit
 from bot.errors import LingbaoError
 from bot.storage.models import Conversation, Escalation, Message, OutboxItem, User, utcnow
-from bot.storage.staff import CaseNote, Staff
+from bot.storage.staff import AuditEntry, CaseNote, Staff
 from bot.wechat.api import ERROR_TEXT
 
 OPEN = ("waiting", "assigned")
 CLAIMED_TEXT_ZH = "值班人员已接手您的求助，请直接在这里和我们沟通。"
+SLA_P1_TEXT_ZH = ("值班人员正在赶来，请立即拨打12308热线：+86-10-12308 或 +86-10-65612308，接通后按0再按9直接找人工；"
+                  "有危险请先拨打当地报警电话。")
 CLOSED_TEXT_ZH = "本次人工服务已结束。如需继续帮助，随时发消息给我。请为这次服务打分：回复1到5（5为非常满意）。"
 
 
@@ -161,6 +163,55 @@ class Queue:
             esc.rating = rating
             return True
 
+    async def get(self, escalation_id: int) -> dict[str, Any]:
+        async with self.sessions() as session:
+            esc = await self._get(session, escalation_id)
+            return _item(esc, await _openid(session, esc.user_id))
+
+    async def open_cases(self) -> list[dict[str, Any]]:
+        """Waiting and assigned cases, most urgent first (the live queue and the handover view)."""
+        return [item for item in await self.listing(None) if item["status"] in OPEN]
+
+    async def notes(self, escalation_id: int) -> list[dict[str, Any]]:
+        async with self.sessions() as session:
+            rows = (await session.execute(select(CaseNote).where(CaseNote.escalation_id == escalation_id)
+                                          .order_by(CaseNote.id))).scalars()
+            return [{"author": n.author, "text": n.text, "created_at": _iso(n.created_at)} for n in rows]
+
+    async def window(self, escalation_id: int) -> dict[str, Any]:
+        """The citizen's customer-service window: open or not, time left, messages left."""
+        async with self.sessions() as session:
+            esc = await self._get(session, escalation_id)
+            user = await session.get(User, esc.user_id)
+        assert user is not None
+        now = utcnow()
+        if user.cs_window_until is None or user.cs_window_until <= now:
+            return {"open": False, "left": "0", "quota": 0}
+        minutes = int((user.cs_window_until - now).total_seconds() // 60)
+        return {"open": True, "left": f"{minutes // 60}小时{minutes % 60}分", "quota": user.cs_quota_left}
+
+    async def check_sla(self) -> list[dict[str, Any]]:
+        """Mark waiting cases past their SLA as breached (once); P1: tell the person to call 12308 now."""
+        now = utcnow()
+        breached: list[dict[str, Any]] = []
+        async with self.sessions.begin() as session:
+            rows = (await session.execute(select(Escalation).where(
+                Escalation.status == "waiting", Escalation.breached_at.is_(None),
+                Escalation.sla_due_at < now))).scalars().all()
+            for esc in rows:
+                esc.breached_at = now
+                if esc.priority == 1:
+                    await _send(session, esc.user_id, SLA_P1_TEXT_ZH, sender="bot")
+                await audit(session, "system", "sla_breach", f"escalation:{esc.id}", priority=esc.priority)
+                breached.append(_item(esc, await _openid(session, esc.user_id)))
+        return breached
+
+    async def audit_log(self, limit: int = 300) -> list[dict[str, Any]]:
+        async with self.sessions() as session:
+            rows = (await session.execute(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))).scalars()
+            return [{"at": _iso(e.at) or "", "actor": e.actor, "action": e.action, "target": e.target,
+                     "detail": e.detail} for e in rows]
+
     @staticmethod
     def _check_owner(esc: Escalation, who: Principal) -> None:
         if esc.assignee not in (None, who.name) and who.role not in ("supervisor", "admin"):
@@ -203,6 +254,7 @@ def _item(esc: Escalation, openid: str) -> dict[str, Any]:
     return {"id": esc.id, "openid": openid, "priority": esc.priority, "reason": esc.reason, "status": esc.status,
             "assignee": esc.assignee, "created_at": _iso(esc.created_at), "claimed_at": _iso(esc.claimed_at),
             "closed_at": _iso(esc.closed_at), "sla_due_at": _iso(esc.sla_due_at), "case": esc.case or {},
+            "breached_at": _iso(esc.breached_at),
             "rating": esc.rating}
 
 

@@ -16,7 +16,7 @@ from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
 from nlu.geo import DOMESTIC
 
-SAFETY = {1: "danger to life (from the message)", 2: "not known"}
+SAFETY = {1: "可能危及生命（据来信判断）", 2: "未知"}
 
 ASK_WHERE_ZH = "请告诉我您在哪个国家或城市（或直接发送位置），我把当地报警和急救电话发给您。"
 ASK_WHERE_EN = "Tell me which country or city you are in (or send your location) and I'll send the local emergency numbers."
@@ -110,7 +110,7 @@ def case_card(turn: Turn, playbook: dict[str, Any], country: str | None) -> dict
         "country_name": country_name(country, False) if country else None,
         "location": location,
         "said": turn.text[:500],
-        "safety": SAFETY.get(priority, "not known"),
+        "safety": SAFETY.get(priority, "未知"),
         "summary": f"{_text(playbook.get('title'), False)} · {country_name(country, False) or '地点未知'}",
         "language": conversation.language,
         "nlu": {"intent": turn.intent, "confidence": round(turn.nlu.confidence, 3) if turn.nlu else None,

@@ -26,7 +26,7 @@ async def request_human(turn: Turn) -> Outcome:
     country = turn.country
     case = {"type": "request_human", "country": country,
             "country_name": country_name(country, False) if country else None,
-            "said": turn.text[:500], "safety": "not known",
+            "said": turn.text[:500], "safety": "未知",
             "summary": f"要求人工 · {country_name(country, False) or '地点未知'}",
             "language": conversation.language}
     text = pick(english, QUEUED_ZH, QUEUED_EN).format(hotline=hotline(english))

@@ -142,4 +142,5 @@ class Escalation(Base):
     sla_due_at: Mapped[datetime | None] = mapped_column(default=None)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
+    breached_at: Mapped[datetime | None] = mapped_column(default=None)  # SLA missed (alerts sent)
     rating: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -1,0 +1,72 @@
+// Live queue (server-sent events), the P1 alarm, transcript refresh and canned replies.
+// Rows arrive already rendered and escaped by the server; user text is never built into HTML here.
+(function () {
+  "use strict";
+  var queue = document.querySelector("#queue tbody");
+  var alertBox = document.getElementById("alert");
+  var seen = null;
+
+  function beep() {
+    try {
+      var ctx = new (window.AudioContext || window.webkitAudioContext)();
+      [0, 0.35, 0.7].forEach(function (at) {
+        var osc = ctx.createOscillator();
+        var gain = ctx.createGain();
+        osc.frequency.value = 880;
+        osc.connect(gain); gain.connect(ctx.destination);
+        gain.gain.setValueAtTime(0.25, ctx.currentTime + at);
+        osc.start(ctx.currentTime + at); osc.stop(ctx.currentTime + at + 0.25);
+      });
+    } catch (e) { /* audio may be blocked until the page is clicked */ }
+  }
+
+  function alarm(items) {
+    alertBox.textContent = "新的 P1 危及生命求助：" + items.map(function (i) {
+      var c = i.case || {};
+      return "#" + i.id + " " + (c.country_name || c.country || "地点未知");
+    }).join("，");
+    alertBox.hidden = false;
+    document.title = "【P1】" + document.title.replace(/^【P1】/, "");
+    beep();
+  }
+
+  if (queue && window.EventSource) {
+    var source = new EventSource("/console/events");
+    source.addEventListener("queue", function (event) {
+      var data = JSON.parse(event.data);
+      queue.innerHTML = data.rows;
+      var ids = {};
+      data.items.forEach(function (i) { ids[i.id] = true; });
+      if (seen !== null) {
+        var fresh = data.items.filter(function (i) {
+          return !seen[i.id] && (i.priority === 1 || (i.breached_at && i.status === "waiting"));
+        });
+        if (fresh.length) { alarm(fresh); }
+      }
+      seen = ids;
+    });
+  }
+
+  var transcript = document.getElementById("transcript");
+  if (transcript) {
+    transcript.scrollTop = transcript.scrollHeight;
+    setInterval(function () {
+      fetch(transcript.dataset.src, { credentials: "same-origin" }).then(function (r) {
+        return r.ok ? r.text() : null;
+      }).then(function (html) {
+        if (html !== null && html !== transcript.innerHTML) {
+          transcript.innerHTML = html;
+          transcript.scrollTop = transcript.scrollHeight;
+        }
+      });
+    }, 2000);
+  }
+
+  var canned = document.getElementById("canned");
+  if (canned) {
+    canned.addEventListener("change", function () {
+      var box = document.querySelector("#reply textarea");
+      if (canned.value) { box.value = canned.value; box.focus(); }
+    });
+  }
+})();
