@@ -10,10 +10,12 @@ from aiohttp import web
 
 from bot.accounts import Accounts, Principal
 from bot.queue import Queue, QueueError
+from bot.settings import Settings
 
 QUEUE_ROLES = ("officer", "supervisor", "admin")
 ACCOUNTS = web.AppKey("accounts", Accounts)
 QUEUE = web.AppKey("queue", Queue)
+SETTINGS = web.AppKey("settings", Settings)
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import Accounts
-from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE, setup_api
+from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE, SETTINGS, setup_api
 from bot.console.app import create_console
 from bot.outbox import Outbox
 from bot.queue import Queue
@@ -28,7 +28,6 @@ from handlers.router import Brain
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTBOX = web.AppKey("outbox", Outbox)

@@ -9,6 +9,7 @@ import secrets
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from bot.errors import ConfigError
@@ -40,11 +41,16 @@ class Settings:
     var_dir: Path = REPO_ROOT / "var"
     demo: bool = False
     outbox_poll_interval: float = 0.5
+    sla_minutes: tuple[float, float, float] = (2.0, 10.0, 30.0)
 
     @property
     def safe_mode(self) -> bool:
         """True when messages are encrypted (safe or compatible mode)."""
         return bool(self.encoding_aes_key)
+
+    def sla(self, priority: int) -> timedelta:
+        """How soon a case of ``priority`` (1–3) must be claimed."""
+        return timedelta(minutes=self.sla_minutes[min(max(priority, 1), 3) - 1])
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and demo mode use it)."""
@@ -69,6 +75,7 @@ class Settings:
             rasa_timeout=_float(env, "RASA_TIMEOUT", 0.8),
             secret_key=env.get("BOT_SECRET_KEY", ""),
             reply_budget=_float(env, "BOT_REPLY_BUDGET", 4.0),
+            sla_minutes=_sla(env.get("BOT_SLA_MINUTES", "")),
             data_dir=Path(env.get("BOT_DATA_DIR", str(REPO_ROOT / "data"))),
             var_dir=var_dir,
             demo=demo,
@@ -122,6 +129,18 @@ def _valid_aes_key(key: str) -> bool:
     if len(key) != 43 or not key.isascii() or not key.isalnum():
         return False
     return len(base64.b64decode(key + "=")) == 32
+
+
+def _sla(raw: str) -> tuple[float, float, float]:
+    if not raw:
+        return (2.0, 10.0, 30.0)
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(v <= 0 for v in values):
+        raise ConfigError(f"BOT_SLA_MINUTES must be three positive numbers (P1,P2,P3 minutes), got {raw!r}")
+    return values  # type: ignore[return-value]
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -19,9 +19,6 @@ EMERGENCY_INTENTS = (
     "emergency_kidnap", "emergency_disaster", "emergency_death",
 )
 
-# How soon each priority must be claimed (1 = danger to life now, 2 = other emergency, 3 = asked for a person).
-SLA = {1: timedelta(minutes=2), 2: timedelta(minutes=10), 3: timedelta(minutes=30)}
-
 # Conversation states (issue 4 §8).
 IDLE = "idle"
 AWAITING_COUNTRY = "awaiting_country"
@@ -61,6 +58,10 @@ class Turn:
     def english(self) -> bool:
         """Answer in English when the person wrote English."""
         return self.conversation.language == "en"
+
+    def sla(self, priority: int) -> timedelta:
+        """How soon a case of ``priority`` must be claimed (BOT_SLA_MINUTES)."""
+        return self.services.settings.sla(priority)
 
     @property
     def country(self) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.base import AWAITING_COUNTRY, QUEUED, SLA, Escalate, Outcome, Turn
+from handlers.base import AWAITING_COUNTRY, QUEUED, Escalate, Outcome, Turn
 from handlers.escalation import queue_line
 from handlers.format import country_name, duty_line, local_numbers, pick_mission, split_message
 from handlers.texts import hotline, pick
@@ -55,7 +55,7 @@ async def emergency(turn: Turn) -> Outcome:
         conversation.context["pending"] = {"kind": "emergency", "intent": intent}
     conversation.context["last_emergency"] = intent
     return Outcome(replies, handler="emergency", escalation=Escalate(
-        priority=priority, reason=intent, sla=SLA[priority], case=case_card(turn, playbook, country)))
+        priority=priority, reason=intent, sla=turn.sla(priority), case=case_card(turn, playbook, country)))
 
 
 def first_reply(turn: Turn, kb: Snapshot, playbook: dict[str, Any], country: str | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from handlers.base import IDLE, QUEUED, SLA, WITH_OFFICER, Escalate, Outcome, Turn
+from handlers.base import IDLE, QUEUED, WITH_OFFICER, Escalate, Outcome, Turn
 from handlers.format import country_name
 from handlers.texts import hotline, pick
 
@@ -33,7 +33,7 @@ async def request_human(turn: Turn) -> Outcome:
     text += "\n" + await queue_line(turn, 3)
     conversation.context["queue_priority"] = 3
     return Outcome([text], handler="escalation",
-                   escalation=Escalate(priority=3, reason="request_human", case=case, sla=SLA[3]))
+                   escalation=Escalate(priority=3, reason="request_human", case=case, sla=turn.sla(3)))
 
 
 async def relay(turn: Turn) -> Outcome:
@@ -46,7 +46,7 @@ async def relay(turn: Turn) -> Outcome:
         playbook = kb.playbooks.get(turn.intent) or {"priority": 1}
         priority = int(playbook.get("priority", 1))
         return Outcome([], handler="relay", escalation=Escalate(
-            priority=priority, reason=turn.intent, sla=SLA[priority],
+            priority=priority, reason=turn.intent, sla=turn.sla(priority),
             case={"type": turn.intent, "said": turn.text[:500], "alert": "emergency during officer chat"}))
     return Outcome([], handler="relay")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.base import AWAITING_COUNTRY, IDLE, QUEUED, SLA, Escalate, Outcome, Turn
+from handlers.base import AWAITING_COUNTRY, IDLE, QUEUED, Escalate, Outcome, Turn
 from handlers.emergency import case_card, contact_lines
 from handlers.escalation import request_human
 from handlers.faq import embassy_contact, missions_text
@@ -91,7 +91,7 @@ async def continue_pending(turn: Turn) -> Outcome | None:
     # Only where they are is new: what they said and the NLU stay as the emergency recorded them.
     update = {key: card[key] for key in ("country", "country_name", "location", "summary") if card.get(key)}
     return Outcome(["\n".join(lines)], handler="emergency:country",
-                   escalation=Escalate(priority=priority, reason=intent, sla=SLA[priority], case=update))
+                   escalation=Escalate(priority=priority, reason=intent, sla=turn.sla(priority), case=update))
 
 
 async def menu(turn: Turn) -> Outcome:

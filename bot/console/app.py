@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.accounts import Accounts, Principal
-from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE
+from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE, SETTINGS
 from bot.console import reports, views
 from bot.queue import Queue, QueueError
 
@@ -222,7 +222,7 @@ async def presence(request: web.Request) -> web.StreamResponse:
 
 @requires(*QUEUE_ROLES)
 async def reports_page(request: web.Request) -> web.StreamResponse:
-    report = await reports.build(_queue(request).sessions)
+    report = await reports.build(_queue(request).sessions, request.config_dict[SETTINGS].sla(1))
     return _html(views.reports_page(request[PRINCIPAL], request[CSRF], report))
 
 

@@ -11,10 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.storage.models import Escalation, Message, utcnow
-from handlers.base import SLA
 
 
-async def build(sessions: async_sessionmaker[AsyncSession], days: int = 30) -> dict[str, Any]:
+async def build(sessions: async_sessionmaker[AsyncSession], p1_sla: timedelta, days: int = 30) -> dict[str, Any]:
     since = utcnow() - timedelta(days=days)
     async with sessions() as session:
         messages = (await session.execute(select(Message.intent, Message.created_at).where(
@@ -25,7 +24,7 @@ async def build(sessions: async_sessionmaker[AsyncSession], days: int = 30) -> d
     by_day = sorted(Counter(created.date().isoformat() for _, created in messages).items())[-14:]
     waits = sorted((claimed - created).total_seconds() / 60 for _, created, claimed, _ in cases if claimed)
     p1 = [(created, claimed) for priority, created, claimed, _ in cases if priority == 1]
-    p1_ok = sum(1 for created, claimed in p1 if claimed and claimed - created <= SLA[1])
+    p1_ok = sum(1 for created, claimed in p1 if claimed and claimed - created <= p1_sla)
     ratings = [r for *_, r in cases if r]
     return {
         "by_intent": [(k, float(v)) for k, v in by_intent],

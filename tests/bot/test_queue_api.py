@@ -168,3 +168,22 @@ async def _until(condition: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.05)
     raise AssertionError("condition never became true")
 
+
+
+async def test_sla_breach_flags_the_case_and_tells_a_p1_citizen_to_call(start_bot: Any, settings: Settings,
+                                                                      fake_api: FakeWeChatAPI) -> None:
+    bot = await start_bot(settings.replace(sla_minutes=(0.01, 0.01, 0.01)))
+    token = await staff(bot, "hana", "officer")
+    await bot.wechat.post(text("oLateP1", "救命 我被绑架了 在曼谷"))
+    await _until(lambda: bool(bot.rows("SELECT 1 FROM escalations WHERE breached_at IS NOT NULL")), timeout=12)
+    await _until(lambda: any("立即拨打12308" in t for t in fake_api.texts_for("oLateP1")), timeout=5)
+    items = (await api(bot, "GET", "/api/v1/escalations", token))[1]["items"]
+    assert items[0]["breached_at"] is not None
+    assert bot.count("audit_log", "action='sla_breach'") == 1
+
+
+def test_sla_minutes_are_configurable() -> None:
+    custom = Settings.from_env({"BOT_SLA_MINUTES": "1,5,20"}, demo=True)
+    assert [custom.sla(p).total_seconds() for p in (1, 2, 3)] == [60, 300, 1200]
+    with pytest.raises(Exception, match="BOT_SLA_MINUTES"):
+        Settings.from_env({"BOT_SLA_MINUTES": "1,2"}, demo=True)

@@ -21,7 +21,7 @@
   }
 
   function alarm(items) {
-    alertBox.textContent = "新的 P1 危及生命求助：" + items.map(function (i) {
+    alertBox.textContent = "紧急：P1 危及生命或已超时的求助：" + items.map(function (i) {
       var c = i.case || {};
       return "#" + i.id + " " + (c.country_name || c.country || "地点未知");
     }).join("，");
@@ -35,15 +35,19 @@
     source.addEventListener("queue", function (event) {
       var data = JSON.parse(event.data);
       queue.innerHTML = data.rows;
-      var ids = {};
-      data.items.forEach(function (i) { ids[i.id] = true; });
+      // Alarm on a new P1 case, a case raised to P1, and a case newly past its SLA.
+      var now = {};
+      data.items.forEach(function (i) { now[i.id] = { priority: i.priority, breached: !!i.breached_at }; });
       if (seen !== null) {
-        var fresh = data.items.filter(function (i) {
-          return !seen[i.id] && (i.priority === 1 || (i.breached_at && i.status === "waiting"));
+        var urgent = data.items.filter(function (i) {
+          var before = seen[i.id];
+          var becameP1 = i.priority === 1 && (!before || before.priority !== 1);
+          var newlyLate = i.breached_at && i.status === "waiting" && !(before && before.breached);
+          return becameP1 || newlyLate;
         });
-        if (fresh.length) { alarm(fresh); }
+        if (urgent.length) { alarm(urgent); }
       }
-      seen = ids;
+      seen = now;
     });
   }
 
