@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from bot.console import reports, views
 from bot.queue import Queue, QueueError
 
 COOKIE = "lb_session"
+LOGIN_COOKIE = "lb_login"
 STATIC = Path(__file__).with_name("static")
 QUEUE_ROLES = ("officer", "supervisor", "admin")
 LIVE_INTERVAL = 1.0
@@ -70,9 +72,11 @@ async def session_middleware(request: web.Request, handler: Any) -> web.StreamRe
         if request.method == "GET" and request.path != "/console/events":
             raise web.HTTPSeeOther("/console/login")
         raise web.HTTPUnauthorized(text="sign in first")
-    if request.method == "POST" and request.path != "/console/login":
+    if request.method == "POST":
         form = await request.post()
-        if not hmac.compare_digest(str(form.get("csrf", "")), request[CSRF]):
+        # The login form has no session yet: its token is a double-submit cookie set with the form.
+        expected = request.cookies.get(LOGIN_COOKIE, "") if request.path == "/console/login" else request[CSRF]
+        if not expected or not hmac.compare_digest(str(form.get("csrf", "")), expected):
             raise web.HTTPForbidden(text="missing or wrong CSRF token; reload the page")
     response: web.StreamResponse = await handler(request)
     response.headers.setdefault("Cache-Control", "no-store")
@@ -98,8 +102,20 @@ def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, content_type="text/html", status=status)
 
 
+def _login_page(request: web.Request, error: str = "", name: str = "", status: int = 200) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    response = _html(views.login_page(token, error, name), status=status)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request),
+                        path="/console/login", max_age=3600)
+    return response
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+
+
 async def login_form(request: web.Request) -> web.StreamResponse:
-    return _html(views.login_page())
+    return _login_page(request)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -107,11 +123,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))
     who = await _accounts(request).login(name, password)
     if who is None:
-        return _html(views.login_page("用户名或密码错误，或账户已被临时锁定。", name), status=401)
+        return _login_page(request, "用户名或密码错误，或账户已被临时锁定。", name, status=401)
     token, _ = await _accounts(request).start_session(who)
     response = web.HTTPSeeOther("/console/" if who.role in QUEUE_ROLES else "/console/team")
-    secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=secure, path="/console",
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request), path="/console",
                         max_age=12 * 3600)
     raise response
 

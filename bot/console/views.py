@@ -51,10 +51,10 @@ def csrf_field(csrf: str) -> str:
     return f'<input type="hidden" name="csrf" value="{h(csrf)}">'
 
 
-def login_page(error: str = "", name: str = "") -> str:
+def login_page(csrf: str, error: str = "", name: str = "") -> str:
     message = f'<p class="error" role="alert">{h(error)}</p>' if error else ""
     body = (f'<section class="login"><h1>值班人员登录</h1>{message}'
-            f'<form method="post" action="/console/login">'
+            f'<form method="post" action="/console/login">{csrf_field(csrf)}'
             f'<label>用户名 <input name="name" value="{h(name)}" autocomplete="username" required></label>'
             f'<label>密码 <input name="password" type="password" autocomplete="current-password" required></label>'
             f'<button type="submit">登录</button></form></section>')

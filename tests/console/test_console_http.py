@@ -20,13 +20,34 @@ PAGES = ["/console/", "/console/case/1", "/console/case/1/transcript", "/console
 async def signed_in(bot: Running, name: str, role: str) -> tuple[aiohttp.ClientSession, str]:
     await bot.app[ACCOUNTS].add(name, role, f"{name}-password")
     session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    login_csrf = await login_token(session, bot)
     async with session.post(f"{bot.wechat.base}/console/login",
-                            data={"name": name, "password": f"{name}-password"}) as r:
+                            data={"name": name, "password": f"{name}-password", "csrf": login_csrf}) as r:
         assert r.status == 200
     async with session.get(f"{bot.wechat.base}/console/team") as r:
         csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
     assert csrf
     return session, csrf.group(1)
+
+
+async def login_token(session: aiohttp.ClientSession, bot: Running) -> str:
+    async with session.get(f"{bot.wechat.base}/console/login") as r:
+        found = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+    assert found
+    return found.group(1)
+
+
+async def test_login_form_needs_its_csrf_token(bot: Running) -> None:
+    await bot.app[ACCOUNTS].add("zoe", "officer", "zoe-password")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.post(f"{bot.wechat.base}/console/login", data={"name": "zoe", "password": "zoe-password"},
+                                allow_redirects=False) as r:
+            assert r.status == 403, "a cross-site login (no token) is refused"
+        token = await login_token(session, bot)
+        async with session.post(f"{bot.wechat.base}/console/login",
+                                data={"name": "zoe", "password": "zoe-password", "csrf": token},
+                                allow_redirects=False) as r:
+            assert r.status == 303
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -63,7 +84,9 @@ async def test_login_issues_a_new_session_id(bot: Running) -> None:
         session.cookie_jar.update_cookies({"lb_session": "attacker-chosen-id"})
         async with session.get(f"{bot.wechat.base}/console/", allow_redirects=False) as r:
             assert r.status == 303, "an unknown session id is not a session"
-        async with session.post(f"{bot.wechat.base}/console/login", data={"name": "bob", "password": "bob-password"},
+        token = await login_token(session, bot)
+        async with session.post(f"{bot.wechat.base}/console/login",
+                                data={"name": "bob", "password": "bob-password", "csrf": token},
                                 allow_redirects=False) as r:
             assert r.status == 303
             cookie = r.cookies["lb_session"]
