@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.accounts import Accounts
 from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE, SETTINGS, setup_api
 from bot.console.app import create_console
+from bot.metrics import METRICS, Metrics, metrics_view
 from bot.outbox import Outbox
 from bot.queue import Queue
+from bot.retention import purge
 from bot.pipeline import Pipeline
 from bot.settings import Settings
 from bot.storage.db import make_engine, make_reader, make_sessionmaker, migrate
@@ -53,8 +55,10 @@ def create_app(settings: Settings, *, brain_factory: BrainFactory | None = None)
     app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[_BRAIN_FACTORY] = brain_factory or Brain.load
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_runtime)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/wechat", _webhook_verify)
     app.router.add_post("/wechat", _webhook_receive)
     setup_api(app)
@@ -78,10 +82,13 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     api = WeChatAPI(http, sessions, base=settings.api_base, app_id=settings.app_id,
                     app_secret=settings.app_secret, timeout=settings.api_timeout)
     brain = await app[_BRAIN_FACTORY](settings, sessions)
-    outbox = Outbox(sessions, api, poll=settings.outbox_poll_interval)
-    pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox)
+    metrics = app[METRICS]
+    outbox = Outbox(sessions, api, poll=settings.outbox_poll_interval, on_result=metrics.outbox_result)
+    pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox,
+                        on_handled=lambda kind, intent, engine: _count(metrics, kind, intent, engine))
+    brain.services.nlu.on_rasa_fallback = lambda reason: metrics.nlu_fallbacks.labels(reason=reason).inc()
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
-    app[WEBHOOK] = Webhook(settings, pipeline)
+    app[WEBHOOK] = Webhook(settings, pipeline, metrics)
     app[ACCOUNTS], app[QUEUE], app[OUTBOX_WAKE] = Accounts(sessions), Queue(sessions), outbox.wake
     if settings.demo:
         password = secrets.token_urlsafe(9)
@@ -91,7 +98,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     stopping = asyncio.Event()
     tasks = [asyncio.create_task(outbox.run(), name="outbox"),
              asyncio.create_task(_recovery(pipeline, stopping), name="recovery"),
-             asyncio.create_task(_sla(app[QUEUE], outbox, stopping), name="sla")]
+             asyncio.create_task(_sla(app[QUEUE], outbox, metrics, stopping), name="sla"),
+             asyncio.create_task(_daily_purge(sessions, settings.retention_days, stopping), name="purge")]
     try:
         yield
     finally:
@@ -124,11 +132,20 @@ async def _recovery(pipeline: Pipeline, stopping: asyncio.Event) -> None:
             await asyncio.wait_for(stopping.wait(), RECOVERY_INTERVAL)
 
 
-async def _sla(queue: Queue, outbox: Outbox, stopping: asyncio.Event) -> None:
+def _count(metrics: Metrics, kind: str, intent: str | None, engine: str | None) -> None:
+    metrics.messages.labels(type=kind, intent=intent or "").inc()
+    if engine:
+        metrics.nlu.labels(engine=engine).inc()
+
+
+async def _sla(queue: Queue, outbox: Outbox, metrics: Metrics, stopping: asyncio.Event) -> None:
     """Flag cases that waited past their SLA (the console alerts on them; P1 citizens are told to call 12308)."""
     while not stopping.is_set():
         try:
-            if await queue.check_sla():
+            breached = await queue.check_sla()
+            for case in breached:
+                metrics.sla_breaches.labels(priority=str(case["priority"])).inc()
+            if breached:
                 outbox.wake()
         except asyncio.CancelledError:
             raise
@@ -136,6 +153,23 @@ async def _sla(queue: Queue, outbox: Outbox, stopping: asyncio.Event) -> None:
             log.exception("SLA round failed")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stopping.wait(), SLA_INTERVAL)
+
+
+async def _daily_purge(sessions: async_sessionmaker[AsyncSession], days: int, stopping: asyncio.Event) -> None:
+    """Apply the retention period once a day (first run a minute after start)."""
+    delay = 60.0
+    while not stopping.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+        if stopping.is_set():
+            return
+        try:
+            await purge(sessions, days)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # loop top: try again tomorrow rather than stop purging for good
+            log.exception("retention purge failed")
+        delay = 24 * 3600.0
 
 
 async def _webhook_verify(request: web.Request) -> web.Response:

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(func=cmd_migrate)
 
+    purge = sub.add_parser("purge", help="delete message text older than BOT_RETENTION_DAYS (metadata and audit stay)")
+    purge.set_defaults(func=cmd_purge)
+
     from bot.cli_kb import add_kb_commands
     from bot.cli_nlu import add_nlu_commands
     from bot.cli_staff import add_staff_commands
@@ -89,6 +92,26 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     asyncio.run(migrate(settings.database_url))
     print(f"database at {_redact_url(settings.database_url)} is up to date")
     return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(demo=True)
+
+    async def run() -> int:
+        from bot.retention import purge
+        from bot.storage.db import make_engine, make_sessionmaker, migrate
+
+        await migrate(settings.database_url)
+        engine = make_engine(settings.database_url)
+        try:
+            result = await purge(make_sessionmaker(engine), settings.retention_days)
+        finally:
+            await engine.dispose()
+        print(f"purged text older than {settings.retention_days} days: {result.messages} messages, "
+              f"{result.cases} case quotes, {result.notes} notes")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _redact_url(url: str) -> str:

@@ -47,8 +47,10 @@ class Pipeline:
     """Runs each inbound message once, in order per user, and delivers its answer."""
 
     def __init__(self, store: Store, make_turn: TurnFactory, respond: Respond, *, budget: float,
-                 outbox: Outbox | None = None) -> None:
+                 outbox: Outbox | None = None,
+                 on_handled: Callable[[str, str | None, str | None], None] | None = None) -> None:
         self.store = store
+        self.on_handled = on_handled
         self.make_turn = make_turn
         self.respond = respond
         self.budget = budget
@@ -150,6 +152,8 @@ class Pipeline:
                 "latency_ms": round((time.monotonic() - started) * 1000, 2),
             },
         )
+        if self.on_handled is not None:
+            self.on_handled(turn.message.kind, nlu.intent if nlu else None, nlu.engine if nlu else None)
         if saved.passive_id is not None and slot.waiters > 0:
             slot.result.set_result(outcome.replies[0])
         else:

@@ -42,6 +42,7 @@ class Settings:
     demo: bool = False
     outbox_poll_interval: float = 0.5
     sla_minutes: tuple[float, float, float] = (2.0, 10.0, 30.0)
+    retention_days: int = 180
 
     @property
     def safe_mode(self) -> bool:
@@ -76,6 +77,7 @@ class Settings:
             secret_key=env.get("BOT_SECRET_KEY", ""),
             reply_budget=_float(env, "BOT_REPLY_BUDGET", 4.0),
             sla_minutes=_sla(env.get("BOT_SLA_MINUTES", "")),
+            retention_days=_int(env, "BOT_RETENTION_DAYS", 180),
             data_dir=Path(env.get("BOT_DATA_DIR", str(REPO_ROOT / "data"))),
             var_dir=var_dir,
             demo=demo,
@@ -113,6 +115,8 @@ class Settings:
             problems.append("WECHAT_ENCODING_AES_KEY must be 43 characters of [A-Za-z0-9]")
         if self.nlu_engine not in ("builtin", "rasa"):
             problems.append("NLU_ENGINE must be 'builtin' or 'rasa'")
+        if self.retention_days < 1:
+            problems.append("BOT_RETENTION_DAYS must be at least 1")
         if not 0.5 <= self.reply_budget <= 4.8:
             problems.append("BOT_REPLY_BUDGET must be between 0.5 and 4.8 seconds")
         if problems:

@@ -11,6 +11,7 @@ from aiohttp import web
 from sqlalchemy.exc import OperationalError
 
 from bot.errors import BadRequest, Forbidden
+from bot.metrics import Metrics
 from bot.pipeline import SAFE_REPLY, Pipeline
 from bot.settings import Settings
 from bot.wechat.crypto import MessageCrypto, check_request, envelope_ciphertext
@@ -25,9 +26,10 @@ RECORD_ATTEMPTS = 3
 class Webhook:
     """The WeChat endpoint; knows the protocol, not the conversation."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.metrics = metrics
         self.crypto = (MessageCrypto(settings.wechat_token, settings.encoding_aes_key, settings.app_id)
                        if settings.safe_mode else None)
 
@@ -41,8 +43,15 @@ class Webhook:
         return web.Response(text=query.get("echostr", ""), content_type="text/plain")
 
     async def receive(self, request: web.Request) -> web.Response:
-        """One pushed message or event."""
+        """One pushed message or event (timed and counted)."""
         arrived = time.monotonic()
+        response = await self._receive(request, arrived)
+        if self.metrics is not None:
+            self.metrics.webhook.observe(time.monotonic() - arrived)
+            self.metrics.responses.labels(status=str(response.status)).inc()
+        return response
+
+    async def _receive(self, request: web.Request, arrived: float) -> web.Response:
         query = request.query
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
         try:
