@@ -22,7 +22,8 @@ from bot.queue import Queue
 from bot.retention import purge
 from bot.pipeline import Pipeline
 from bot.settings import Settings
-from bot.storage.db import make_engine, make_reader, make_sessionmaker, migrate
+from bot.storage.db import make_engine, make_sessionmaker, migrate
+from bot.storage.runner import make_runner
 from bot.storage.store import Store
 from bot.webhook import Webhook
 from bot.wechat.api import WeChatAPI
@@ -75,15 +76,15 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await migrate(settings.database_url)
     engine = make_engine(settings.database_url)
-    reader = make_reader(settings.database_url, engine)
     sessions = make_sessionmaker(engine)
-    store = Store(engine, sessions, make_sessionmaker(reader))
+    runner = make_runner(settings.database_url, engine)
+    store = Store(runner, engine.dialect.name)
     http = aiohttp.ClientSession()
     api = WeChatAPI(http, sessions, base=settings.api_base, app_id=settings.app_id,
                     app_secret=settings.app_secret, timeout=settings.api_timeout)
     brain = await app[_BRAIN_FACTORY](settings, sessions)
     metrics = app[METRICS]
-    outbox = Outbox(sessions, api, poll=settings.outbox_poll_interval, on_result=metrics.outbox_result)
+    outbox = Outbox(runner, api, poll=settings.outbox_poll_interval, on_result=metrics.outbox_result)
     pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox,
                         on_handled=lambda kind, intent, engine: _count(metrics, kind, intent, engine))
     brain.services.nlu.on_rasa_fallback = lambda reason: metrics.nlu_fallbacks.labels(reason=reason).inc()
@@ -114,9 +115,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
                 await task
         await brain.close()
         await http.close()
+        await runner.close()
         await engine.dispose()
-        if reader is not engine:
-            await reader.dispose()
 
 
 async def _recovery(pipeline: Pipeline, stopping: asyncio.Event) -> None:

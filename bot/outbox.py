@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typing import Any
+
+from sqlalchemy import Connection, select, update
 
 from bot.storage.models import OutboxItem, User, utcnow
+from bot.storage.runner import Runner
 from bot.storage.store import due_filter
 from bot.wechat.api import ERROR_TEXT, NetworkError, OutsideWindow, QuotaExceeded, WeChatAPI, WeChatAPIError
 
@@ -29,19 +31,63 @@ def backoff(attempt: int) -> float:
 
 @dataclass(frozen=True)
 class Claimed:
+    """A row taken for sending, with its quota already reserved (or the code it would fail with)."""
+
     id: int
     user_id: int
     openid: str
     payload: dict[str, object]
     attempts: int
+    refused: int | None = None
+
+
+def _claim_due(conn: Connection, limit: int = 500) -> list[Claimed]:
+    """Take the oldest due row of each user (keeps each user's messages in order) and reserve its quota."""
+    now = utcnow()
+    rows = conn.execute(
+        select(OutboxItem.id, OutboxItem.user_id, OutboxItem.status, OutboxItem.next_attempt_at,
+               OutboxItem.lease_until).where(OutboxItem.status.in_(("pending", "sending")))
+        .order_by(OutboxItem.id).limit(limit))
+    heads: dict[int, int] = {}
+    blocked: set[int] = set()
+    for row in rows:
+        if row.user_id in heads or row.user_id in blocked:
+            continue
+        due = (row.status == "pending" and row.next_attempt_at <= now) or (
+            row.status == "sending" and row.lease_until is not None and row.lease_until < now)
+        if due:
+            heads[row.user_id] = row.id
+        else:
+            blocked.add(row.user_id)
+    claimed = []
+    for row_id in heads.values():
+        taken = conn.execute(update(OutboxItem).where(OutboxItem.id == row_id, due_filter(now)).values(
+            status="sending", lease_until=now + SEND_LEASE, attempts=OutboxItem.attempts + 1))
+        if not taken.rowcount:
+            continue  # another process took it
+        row = conn.execute(select(OutboxItem.id, OutboxItem.user_id, OutboxItem.openid, OutboxItem.payload,
+                                  OutboxItem.attempts).where(OutboxItem.id == row_id)).one()
+        claimed.append(Claimed(row.id, row.user_id, row.openid, dict(row.payload), row.attempts,
+                               _reserve_quota(conn, row.user_id, now)))
+    return claimed
+
+
+def _reserve_quota(conn: Connection, user_id: int, now: datetime) -> int | None:
+    """Take one message from the user's window; None if allowed, else the error code it would get."""
+    result = conn.execute(update(User).where(User.id == user_id, User.cs_window_until > now, User.cs_quota_left > 0)
+                          .values(cs_quota_left=User.cs_quota_left - 1))
+    if result.rowcount:
+        return None
+    until = conn.execute(select(User.cs_window_until).where(User.id == user_id)).scalar_one()
+    return 45015 if until is None or until <= now else 45047
 
 
 class Outbox:
     """Sends due rows in order per user, with backoff on transient failures; survives restarts."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], api: WeChatAPI, *, poll: float = 0.5,
+    def __init__(self, runner: Runner, api: WeChatAPI, *, poll: float = 0.5,
                  on_result: Callable[[str, int | None], None] | None = None) -> None:
-        self.sessions = sessions
+        self.runner = runner
         self.api = api
         self.poll = poll
         self.on_result = on_result
@@ -76,112 +122,57 @@ class Outbox:
 
     async def drain_once(self) -> int:
         """Send what is due now; returns how many rows were attempted."""
-        heads = await self._due_heads(utcnow())
-        claimed = [c for c in [await self._claim(row_id) for row_id in heads] if c is not None]
+        claimed = await self.runner.run(_claim_due)
         if claimed:
             await asyncio.gather(*(self._deliver(item) for item in claimed))
         return len(claimed)
 
-    async def _due_heads(self, now: datetime) -> list[int]:
-        """The oldest unsent row of each user, if it is due: keeps each user's messages in order."""
-        async with self.sessions() as session:
-            rows = await session.execute(
-                select(OutboxItem.id, OutboxItem.user_id, OutboxItem.status, OutboxItem.next_attempt_at,
-                       OutboxItem.lease_until)
-                .where(OutboxItem.status.in_(("pending", "sending")))
-                .order_by(OutboxItem.id).limit(500)
-            )
-            heads: dict[int, int] = {}
-            blocked: set[int] = set()
-            for row in rows:
-                if row.user_id in heads or row.user_id in blocked:
-                    continue
-                due = (row.status == "pending" and row.next_attempt_at <= now) or (
-                    row.status == "sending" and row.lease_until is not None and row.lease_until < now)
-                if due:
-                    heads[row.user_id] = row.id
-                else:
-                    blocked.add(row.user_id)
-            return list(heads.values())
-
-    async def _claim(self, row_id: int) -> Claimed | None:
-        now = utcnow()
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                update(OutboxItem).where(OutboxItem.id == row_id, due_filter(now))
-                .values(status="sending", lease_until=now + SEND_LEASE, attempts=OutboxItem.attempts + 1)
-            )
-            if not result.rowcount:
-                return None
-            row = (await session.execute(select(OutboxItem).where(OutboxItem.id == row_id))).scalar_one()
-            return Claimed(row.id, row.user_id, row.openid, dict(row.payload), row.attempts)
-
     async def _deliver(self, item: Claimed) -> None:
-        reserved = await self._reserve_quota(item.user_id)
-        if reserved is not None:
-            await self._finish(item, "failed", code=reserved, error=ERROR_TEXT[reserved] + " (not sent)")
+        if item.refused is not None:
+            await self._finish(item, "failed", code=item.refused, error=ERROR_TEXT[item.refused] + " (not sent)")
             return
         try:
             await self.api.send(item.openid, item.payload)  # type: ignore[arg-type]
         except (OutsideWindow, QuotaExceeded) as exc:
             # WeChat knows best: close the window (45015) or empty the quota (45047) here too, so the
             # next message fails at once with the same reason instead of being sent.
-            await self._close_window(item.user_id, window=isinstance(exc, OutsideWindow))
-            await self._finish(item, "failed", code=exc.code, error=ERROR_TEXT[exc.code])
+            closing = {"cs_quota_left": 0, **({"cs_window_until": utcnow()} if isinstance(exc, OutsideWindow) else {})}
+            await self._finish(item, "failed", code=exc.code, error=ERROR_TEXT[exc.code], user=closing)
         except (NetworkError, WeChatAPIError) as exc:
-            await self._refund_quota(item.user_id)
+            refund = {"cs_quota_left": User.cs_quota_left + 1}  # the send did not happen
             code = getattr(exc, "code", None)
             if getattr(exc, "transient", False) and item.attempts < MAX_ATTEMPTS:
-                await self._retry(item, code, str(exc))
+                await self._retry(item, code, str(exc), user=refund)
             else:
-                await self._finish(item, "failed", code=code, error=ERROR_TEXT.get(code or 0, str(exc))[:500])
+                await self._finish(item, "failed", code=code, error=ERROR_TEXT.get(code or 0, str(exc))[:500],
+                                   user=refund)
         else:
             await self._finish(item, "sent")
 
-    async def _reserve_quota(self, user_id: int) -> int | None:
-        """Take one message from the user's window; None if allowed, else the error code it would get."""
-        now = utcnow()
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                update(User).where(User.id == user_id, User.cs_window_until > now, User.cs_quota_left > 0)
-                .values(cs_quota_left=User.cs_quota_left - 1)
-            )
-            if result.rowcount:
-                return None
-            user = (await session.execute(
-                select(User.cs_window_until).where(User.id == user_id))).one()
-            return 45015 if user.cs_window_until is None or user.cs_window_until <= now else 45047
-
-    async def _close_window(self, user_id: int, *, window: bool) -> None:
-        values = {"cs_quota_left": 0, **({"cs_window_until": utcnow()} if window else {})}
-        async with self.sessions.begin() as session:
-            await session.execute(update(User).where(User.id == user_id).values(**values))
-
-    async def _refund_quota(self, user_id: int) -> None:
-        """The send did not happen: give back the message reserved for it."""
-        async with self.sessions.begin() as session:
-            await session.execute(update(User).where(User.id == user_id)
-                                  .values(cs_quota_left=User.cs_quota_left + 1))
-
-    async def _retry(self, item: Claimed, code: int | None, error: str) -> None:
+    async def _retry(self, item: Claimed, code: int | None, error: str, *, user: dict[str, Any]) -> None:
         due = utcnow() + timedelta(seconds=backoff(item.attempts))
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(OutboxItem).where(OutboxItem.id == item.id)
-                .values(status="pending", next_attempt_at=due, lease_until=None, error_code=code, error=error[:500])
-            )
+
+        def unit(conn: Connection) -> None:
+            conn.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(
+                status="pending", next_attempt_at=due, lease_until=None, error_code=code, error=error[:500]))
+            conn.execute(update(User).where(User.id == item.user_id).values(**user))
+
+        await self.runner.run(unit)
         log.info("outbox retry scheduled", extra={"outbox_id": item.id, "attempt": item.attempts, "code": code})
         if self.on_result:
             self.on_result("retry", code)
 
-    async def _finish(self, item: Claimed, status: str, *, code: int | None = None, error: str | None = None) -> None:
+    async def _finish(self, item: Claimed, status: str, *, code: int | None = None, error: str | None = None,
+                      user: dict[str, Any] | None = None) -> None:
         now = utcnow()
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(OutboxItem).where(OutboxItem.id == item.id)
-                .values(status=status, lease_until=None, error_code=code, error=error,
-                        sent_at=now if status == "sent" else None)
-            )
+
+        def unit(conn: Connection) -> None:
+            conn.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(
+                status=status, lease_until=None, error_code=code, error=error, sent_at=now if status == "sent" else None))
+            if user:
+                conn.execute(update(User).where(User.id == item.user_id).values(**user))
+
+        await self.runner.run(unit)
         if status == "failed":
             log.warning("outbox message failed", extra={"outbox_id": item.id, "code": code})
         if self.on_result:

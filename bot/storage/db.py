@@ -20,17 +20,13 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, readers: int = 0) -> AsyncEngine:
-    """An async engine; for SQLite, one connection (one writer) with WAL and foreign keys on.
-
-    ``readers`` > 0 makes a SQLite engine for reads only, with that many connections: WAL lets
-    them read while the single writer writes.
-    """
+def make_engine(url: str) -> AsyncEngine:
+    """An async engine; for SQLite, one connection (one writer) with WAL and foreign keys on."""
     kwargs: dict[str, Any] = {}
     if is_sqlite(url):
         _ensure_sqlite_dir(url)
-        # One writing connection avoids writers fighting over SQLite's lock (see perf-baselines.md).
-        kwargs.update(pool_size=max(readers, 1), max_overflow=0, pool_timeout=30)
+        # One connection avoids writers fighting over SQLite's lock (see perf-baselines.md).
+        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=30)
     else:
         kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
     engine = create_async_engine(url, **kwargs)
@@ -77,8 +73,3 @@ def migrate_sync(url: str) -> None:
 async def migrate(url: str) -> None:
     """Create or upgrade the schema from async code (Alembic runs its own loop in a thread)."""
     await asyncio.to_thread(migrate_sync, url)
-
-
-def make_reader(url: str, writer: AsyncEngine) -> AsyncEngine:
-    """The engine for reads: a small pool beside SQLite's single writer; the same engine elsewhere."""
-    return make_engine(url, readers=4) if is_sqlite(url) else writer

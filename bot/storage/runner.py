@@ -1,0 +1,145 @@
+"""Run units of work (plain functions over a SQLAlchemy ``Connection``) on the configured database.
+
+On SQLite every unit goes to one writer thread that owns one stdlib ``sqlite3`` connection and
+commits whatever units are waiting in a single transaction (group commit): one fsync and one
+thread hand-off per batch instead of several per message, while each caller still waits for its
+own commit. Each unit runs inside a savepoint, so one failing unit rolls back alone.
+
+On PostgreSQL each unit is one transaction through the async engine (``run_sync``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.storage.db import is_sqlite
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Unit = Callable[[Connection], Any]
+MAX_BATCH = 256
+
+
+class Runner(Protocol):
+    """Runs one unit of work in its own transaction and returns its result."""
+
+    async def run(self, unit: Callable[[Connection], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class AsyncRunner:
+    """PostgreSQL (and anything else): a transaction on the async engine per unit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def run(self, unit: Callable[[Connection], T]) -> T:
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(unit)
+
+    async def close(self) -> None:
+        return None
+
+
+class GroupCommitRunner:
+    """SQLite: one writer thread, many units per transaction."""
+
+    def __init__(self, url: str) -> None:
+        sync_url = make_url(url).set(drivername="sqlite")
+        self.engine = create_engine(sync_url, poolclass=_single_pool(), connect_args={"check_same_thread": False})
+        event.listen(self.engine, "connect", _connect)
+        event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        self._jobs: queue.SimpleQueue[tuple[Unit, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="sqlite-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.units = 0
+
+    async def run(self, unit: Callable[[Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((unit, future))
+        return await future
+
+    async def close(self) -> None:
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join, 30)
+        self.engine.dispose()
+
+    def _work(self) -> None:
+        with self.engine.connect() as connection:
+            while True:
+                first = self._jobs.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._jobs.put(None)  # finish this batch, then stop
+                        break
+                    batch.append(more)
+                self._commit(connection, batch)
+
+    def _commit(self, connection: Connection, batch: list[tuple[Unit, asyncio.Future[Any]]]) -> None:
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            with connection.begin():
+                for unit, future in batch:
+                    savepoint = connection.begin_nested()
+                    try:
+                        value = unit(connection)
+                    except Exception as exc:  # the unit's own error goes back to its caller only
+                        savepoint.rollback()
+                        results.append((future, False, exc))
+                    else:
+                        savepoint.commit()
+                        results.append((future, True, value))
+        except Exception as exc:  # the commit itself failed: nobody's work is stored
+            log.exception("group commit failed")
+            results = [(future, False, exc) for _, future in batch]
+        self.batches += 1
+        self.units += len(batch)
+        for future, ok, value in results:
+            future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite's own transaction handling
+    # would break savepoints), then set the same pragmas as the async engine.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=10000"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _single_pool() -> Any:
+    from sqlalchemy.pool import SingletonThreadPool
+
+    return SingletonThreadPool
+
+
+def make_runner(url: str, engine: AsyncEngine) -> Runner:
+    return GroupCommitRunner(url) if is_sqlite(url) else AsyncRunner(engine)
