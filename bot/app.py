@@ -41,7 +41,8 @@ _BRAIN_FACTORY = web.AppKey("brain_factory", object)
 DEMO_LOGIN = web.AppKey("demo_login", list)
 
 MAX_BODY = 1024 * 1024
-RECOVERY_INTERVAL = 10.0
+RECOVERY_INTERVAL = 4.0
+HEARTBEAT_INTERVAL = 2.0
 SLA_INTERVAL = 5.0
 
 
@@ -79,6 +80,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     sessions = make_sessionmaker(engine)
     runner = make_runner(settings.database_url, engine)
     store = Store(runner, engine.dialect.name)
+    await store.heartbeat()
     http = aiohttp.ClientSession()
     api = WeChatAPI(http, sessions, base=settings.api_base, app_id=settings.app_id,
                     app_secret=settings.app_secret, timeout=settings.api_timeout)
@@ -120,16 +122,20 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _recovery(pipeline: Pipeline, stopping: asyncio.Event) -> None:
-    """Answer messages a crashed process recorded but never answered."""
+    """Keep this process's heartbeat fresh, and answer messages a crashed process recorded but never answered."""
+    rounds = 0
     while not stopping.is_set():
         try:
-            await pipeline.recover(older_than=timedelta(hours=6))
+            await pipeline.store.heartbeat()
+            if rounds % int(RECOVERY_INTERVAL / HEARTBEAT_INTERVAL) == 0:
+                await pipeline.recover(older_than=timedelta(hours=6))
         except asyncio.CancelledError:
             raise
         except Exception:  # loop top: keep trying; the next round may find the database back
-            log.exception("recovery round failed")
+            log.exception("heartbeat or recovery round failed")
+        rounds += 1
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stopping.wait(), RECOVERY_INTERVAL)
+            await asyncio.wait_for(stopping.wait(), HEARTBEAT_INTERVAL)
 
 
 def _count(metrics: Metrics, kind: str, intent: str | None, engine: str | None) -> None:

@@ -71,7 +71,7 @@ class Pipeline:
             elif recorded.status == "answered":
                 return await self._stored_passive(recorded.message_id)
             else:
-                return await self._poll_elsewhere(recorded.message_id, deadline)
+                return await self._poll_elsewhere(msg, recorded, deadline)
         return await self._wait(slot, deadline)
 
     async def _take_over(self, recorded: Recorded) -> bool:
@@ -98,13 +98,18 @@ class Pipeline:
         slot.waiters -= 1
         return None
 
-    async def _poll_elsewhere(self, message_id: int, deadline: float) -> str | None:
-        """Another process holds the message: wait for its answer within our budget."""
+    async def _poll_elsewhere(self, msg: Inbound, recorded: Recorded, deadline: float) -> str | None:
+        """Another process holds the message: wait for its answer within our budget, or take it over
+        as soon as that process is found dead."""
         while time.monotonic() < deadline - POLL:
-            await asyncio.sleep(POLL)
-            status, _ = await self.store.status_of(message_id)
+            await asyncio.sleep(POLL * 4)
+            status, _ = await self.store.status_of(recorded.message_id)
             if status == "answered":
-                return await self._stored_passive(message_id)
+                return await self._stored_passive(recorded.message_id)
+            if recorded.message_id in self._slots:
+                return await self._wait(self._slots[recorded.message_id], deadline)
+            if await self.store.claim(recorded.message_id, LEASE):
+                return await self._wait(self._start(msg, recorded), deadline)
         return None
 
     async def _stored_passive(self, message_id: int) -> str | None:

@@ -89,6 +89,7 @@ class Message(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
     status: Mapped[str] = mapped_column(String(16), default="received")  # in: received|answered; out: ready
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(32), default=None)  # the bot process handling it
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), default=None)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     delivery: Mapped[str | None] = mapped_column(String(16), default=None)  # passive | outbox
@@ -144,3 +145,13 @@ class Escalation(Base):
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
     breached_at: Mapped[datetime | None] = mapped_column(default=None)  # SLA missed (alerts sent)
     rating: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class Instance(Base):
+    """A running bot process, so others can tell a live lease from one left by a crash."""
+
+    __tablename__ = "bot_instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bot.storage.models import Conversation, Escalation, Message, OutboxItem, User, utcnow
+from bot.storage.models import Conversation, Escalation, Instance, Message, OutboxItem, User, utcnow
 from bot.storage.runner import Runner
 from bot.wechat.messages import Inbound
 from knowledge.models import KBState
@@ -63,13 +64,26 @@ class Saved:
 class Store:
     """The pipeline's units of work; each runs in one transaction through the runner (group commit on SQLite)."""
 
-    def __init__(self, runner: Runner, dialect: str) -> None:
+    def __init__(self, runner: Runner, dialect: str, instance: str = "") -> None:
         self.runner = runner
+        self.instance = instance or secrets.token_hex(8)
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    async def heartbeat(self) -> None:
+        """Tell other processes this one is alive (its leases are real)."""
+        insert, me = self._insert, self.instance
+
+        def unit(conn: Connection) -> None:
+            now = utcnow()
+            conn.execute(insert(Instance.__table__).values(id=me, started_at=now, heartbeat_at=now)
+                         .on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now}))
+            conn.execute(delete(Instance).where(Instance.heartbeat_at < now - timedelta(days=1)))
+
+        await self.runner.run(unit)
 
     async def record_inbound(self, msg: Inbound, lease: timedelta) -> Recorded:
         """Store the message (dedup on its channel key) and refresh the user's service window."""
-        insert = self._insert
+        insert, me = self._insert, self.instance
 
         def unit(conn: Connection) -> Recorded:
             now = utcnow()
@@ -78,7 +92,7 @@ class Store:
                 insert(Message.__table__)
                 .values(user_id=user_id, direction="in", sender="user", channel_key=msg.channel_key,
                         msg_type=msg.kind, text=msg.text if msg.text is not None else msg.event_key,
-                        status="received", lease_until=now + lease, created_at=now, seq=0)
+                        status="received", lease_until=now + lease, lease_owner=me, created_at=now, seq=0)
                 .on_conflict_do_nothing(index_elements=["channel_key"])
                 .returning(Message.__table__.c.id)
             ).scalar_one_or_none()
@@ -91,14 +105,14 @@ class Store:
         return await self.runner.run(unit)
 
     async def claim(self, message_id: int, lease: timedelta) -> bool:
-        """Take over an unanswered message whose previous lease has run out (a crashed worker)."""
+        """Take over an unanswered message whose worker is gone: its lease ran out or its process died."""
+        me = self.instance
+
         def unit(conn: Connection) -> bool:
             now = utcnow()
             result = conn.execute(
-                update(Message)
-                .where(Message.id == message_id, Message.status == "received",
-                       or_(Message.lease_until.is_(None), Message.lease_until < now))
-                .values(lease_until=now + lease))
+                update(Message).where(Message.id == message_id, Message.status == "received", _abandoned(now))
+                .values(lease_until=now + lease, lease_owner=me))
             return bool(result.rowcount)
 
         return await self.runner.run(unit)
@@ -125,8 +139,8 @@ class Store:
         def unit(conn: Connection) -> list[int]:
             now = utcnow()
             rows = conn.execute(
-                select(Message.id).where(Message.direction == "in", Message.status == "received",
-                                         Message.lease_until < now, Message.created_at > now - older_than)
+                select(Message.id).where(Message.direction == "in", Message.status == "received", _abandoned(now),
+                                         Message.created_at > now - older_than)
                 .order_by(Message.id).limit(limit))
             return [r.id for r in rows]
 
@@ -226,6 +240,16 @@ class Store:
     async def ping(self) -> None:
         """Raise if the database does not answer."""
         await self.runner.run(lambda conn: conn.execute(select(1)).scalar_one())
+
+
+DEAD_AFTER = timedelta(seconds=6)
+
+
+def _abandoned(now: datetime) -> Any:
+    """An inbound message nobody is working on: lease expired, or its process stopped its heartbeat."""
+    alive = select(Instance.id).where(Instance.heartbeat_at > now - DEAD_AFTER)
+    return or_(Message.lease_until.is_(None), Message.lease_until < now, Message.lease_owner.is_(None),
+               Message.lease_owner.not_in(alive))
 
 
 def _touch_user(conn: Connection, insert: Any, msg: Inbound, now: datetime) -> int:
