@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,6 +23,7 @@ from bot.storage.staff import ROLES, ApiToken, AuditEntry, ConsoleSession, Staff
 LOCKOUT_AFTER = 5
 LOCKOUT_FOR = timedelta(minutes=15)
 SESSION_FOR = timedelta(hours=12)
+ONLINE_TTL = 2.0
 TOKEN_PREFIX = "lbt_"
 _hasher = PasswordHasher()
 
@@ -47,6 +50,8 @@ class Accounts:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
+        self._online: tuple[float, int] = (0.0, 0)
+        self._online_lock = asyncio.Lock()
 
     async def add(self, name: str, role: str, password: str) -> Principal:
         if role not in ROLES:
@@ -98,6 +103,7 @@ class Accounts:
             staff.failed_logins, staff.locked_until = 0, None
             staff.presence, staff.presence_at = "online", now
             session.add(AuditEntry(actor=name, action="login"))
+            self._online = (0.0, 0)
             return Principal(staff.id, staff.name, staff.role)
 
     async def create_token(self, name: str) -> str:
@@ -157,21 +163,29 @@ class Accounts:
             await session.execute(update(Staff).where(Staff.id == who.id)
                                   .values(presence="offline", presence_at=utcnow()))
             session.add(AuditEntry(actor=who.name, action="logout"))
+        self._online = (0.0, 0)
 
     async def set_presence(self, principal: Principal, presence: str) -> None:
         if presence not in ("online", "away", "offline"):
             raise AccountError("presence must be online, away or offline")
+        self._online = (0.0, 0)
         async with self.sessions.begin() as session:
             await session.execute(update(Staff).where(Staff.id == principal.id)
                                   .values(presence=presence, presence_at=utcnow()))
 
     async def online_officers(self) -> int:
-        """Officers and supervisors marked online."""
-        async with self.sessions() as session:
-            return int((await session.execute(
-                select(func.count()).select_from(Staff)
-                .where(Staff.presence == "online", Staff.role.in_(("officer", "supervisor")), Staff.active)
-            )).scalar_one())
+        """Officers and supervisors marked online (read at most every two seconds: asked on every queued message)."""
+        async with self._online_lock:  # one query for everyone asking at the same moment
+            checked, count = self._online
+            if time.monotonic() - checked < ONLINE_TTL:
+                return count
+            async with self.sessions() as session:
+                count = int((await session.execute(
+                    select(func.count()).select_from(Staff)
+                    .where(Staff.presence == "online", Staff.role.in_(("officer", "supervisor")), Staff.active)
+                )).scalar_one())
+            self._online = (time.monotonic(), count)
+            return count
 
     async def roster(self) -> list[dict[str, Any]]:
         async with self.sessions() as session:

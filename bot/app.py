@@ -90,9 +90,10 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox,
                         on_handled=lambda kind, intent, engine: _count(metrics, kind, intent, engine))
     brain.services.nlu.on_rasa_fallback = lambda reason: metrics.nlu_fallbacks.labels(reason=reason).inc()
+    brain.services.queue.runner = runner  # queue positions on the hot path go through the writer too
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
     app[WEBHOOK] = Webhook(settings, pipeline, metrics)
-    app[ACCOUNTS], app[QUEUE], app[OUTBOX_WAKE] = Accounts(sessions), Queue(sessions), outbox.wake
+    app[ACCOUNTS], app[QUEUE], app[OUTBOX_WAKE] = brain.services.accounts, brain.services.queue, outbox.wake
     if settings.demo:
         password = secrets.token_urlsafe(9)
         await app[ACCOUNTS].reset("duty", "supervisor", password)

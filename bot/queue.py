@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import Principal, audit
 from bot.errors import LingbaoError
 from bot.storage.models import Conversation, Escalation, Message, OutboxItem, User, utcnow
+from bot.storage.runner import Runner
 from bot.storage.staff import AuditEntry, CaseNote, Staff
 from bot.wechat.api import ERROR_TEXT
 
@@ -21,6 +22,17 @@ CLAIMED_TEXT_ZH = "值班人员已接手您的求助，请直接在这里和我�
 SLA_P1_TEXT_ZH = ("值班人员正在赶来，请立即拨打12308热线：+86-10-12308 或 +86-10-65612308，接通后按0再按9直接找人工；"
                   "有危险请先拨打当地报警电话。")
 CLOSED_TEXT_ZH = "本次人工服务已结束。如需继续帮助，随时发消息给我。请为这次服务打分：回复1到5（5为非常满意）。"
+
+
+_WAITING = select(func.count()).select_from(Escalation).where(Escalation.status == "waiting")
+MY_WAITING_CASE = select(Escalation.id, Escalation.priority, Escalation.created_at).where(
+    Escalation.conversation_id == bindparam("conversation_id"), Escalation.status == "waiting")
+WAITING_AT_OR_ABOVE = _WAITING.where(Escalation.priority <= bindparam("priority"))
+WAITING_AHEAD = _WAITING.where(Escalation.id != bindparam("id"), or_(
+    Escalation.priority < bindparam("priority"),
+    and_(Escalation.priority == bindparam("priority"), Escalation.created_at <= bindparam("created_at"))))
+RECENT_CLAIMS = (select(Escalation.created_at, Escalation.claimed_at).where(Escalation.claimed_at.is_not(None))
+                 .order_by(Escalation.claimed_at.desc()).limit(20))
 
 
 class QueueError(LingbaoError):
@@ -42,8 +54,9 @@ class Position:
 class Queue:
     """Escalation operations; each is one transaction and audited."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], runner: Runner | None = None) -> None:
         self.sessions = sessions
+        self.runner = runner
 
     async def listing(self, status: str | None) -> list[dict[str, Any]]:
         """Escalations, most urgent first, then oldest first."""
@@ -135,22 +148,21 @@ class Queue:
 
     async def position(self, conversation_id: int, priority: int) -> Position:
         """Open cases ahead of this conversation's (or of a new case of ``priority``), and a rough wait."""
-        async with self.sessions() as session:
-            mine = (await session.execute(select(Escalation).where(
-                Escalation.conversation_id == conversation_id, Escalation.status == "waiting"))).scalar_one_or_none()
-            waiting = select(func.count()).select_from(Escalation).where(Escalation.status == "waiting")
+        def unit(conn: Connection) -> Position:
+            mine = conn.execute(MY_WAITING_CASE, {"conversation_id": conversation_id}).one_or_none()
             if mine is None:  # not stored yet: everything as or more urgent is ahead
-                ahead = (await session.execute(waiting.where(Escalation.priority <= priority))).scalar_one()
+                ahead = conn.execute(WAITING_AT_OR_ABOVE, {"priority": priority}).scalar_one()
             else:
-                ahead = (await session.execute(waiting.where(Escalation.id != mine.id, or_(
-                    Escalation.priority < mine.priority,
-                    and_(Escalation.priority == mine.priority, Escalation.created_at <= mine.created_at))))).scalar_one()
-            recent = (await session.execute(
-                select(Escalation.created_at, Escalation.claimed_at).where(Escalation.claimed_at.is_not(None))
-                .order_by(Escalation.claimed_at.desc()).limit(20))).all()
-        waits = [(claimed - created).total_seconds() / 60 for created, claimed in recent]
-        wait = max(1, round(statistics.median(waits) * (int(ahead) + 1))) if waits else None
-        return Position(int(ahead), wait)
+                ahead = conn.execute(WAITING_AHEAD, {"id": mine.id, "priority": mine.priority,
+                                                     "created_at": mine.created_at}).scalar_one()
+            waits = [(claimed - created).total_seconds() / 60 for created, claimed in conn.execute(RECENT_CLAIMS)]
+            wait = max(1, round(statistics.median(waits) * (int(ahead) + 1))) if waits else None
+            return Position(int(ahead), wait)
+
+        if self.runner is not None:
+            return await self.runner.run(unit)
+        async with self.sessions.begin() as session:
+            return await session.run_sync(lambda s: unit(s.connection()))
 
     async def rate(self, conversation_id: int, rating: int) -> bool:
         """Store the citizen's 1–5 rating on their last closed case."""

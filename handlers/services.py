@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.accounts import Accounts
 from bot.queue import Queue
 from bot.settings import Settings
+from bot.storage.runner import Runner
 from knowledge import seed
 from knowledge.base import KnowledgeBase
 from nlu.engine import NLU, RasaClient
@@ -34,7 +35,8 @@ class Services:
     http: aiohttp.ClientSession | None = None
 
     @classmethod
-    async def load(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Services:
+    async def load(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                   runner: Runner | None = None) -> Services:
         """Seed the knowledge base, load the NLU (training it if its data changed), connect Rasa if chosen."""
         await seed_knowledge(settings, sessions)
         http = aiohttp.ClientSession() if settings.nlu_engine == "rasa" else None
@@ -43,7 +45,7 @@ class Services:
         kb = KnowledgeBase(sessions, settings.data_dir)
         await kb.current()
         await asyncio.to_thread(locate, 0.0, 0.0)  # load the offline geocoder now, not on the first location
-        return cls(settings=settings, sessions=sessions, nlu=nlu, kb=kb, queue=Queue(sessions),
+        return cls(settings=settings, sessions=sessions, nlu=nlu, kb=kb, queue=Queue(sessions, runner),
                    accounts=Accounts(sessions), http=http)
 
     async def understand(self, text: str) -> Understanding:

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.storage.models import Conversation, Escalation, Instance, Message, OutboxItem, User, utcnow
 from bot.storage.runner import Runner
+from bot.storage.statements import run_insert, run_update, select_where
 from bot.wechat.messages import Inbound
 from knowledge.models import KBState
 
@@ -67,6 +68,7 @@ class Store:
     def __init__(self, runner: Runner, dialect: str, instance: str = "") -> None:
         self.runner = runner
         self.instance = instance or secrets.token_hex(8)
+        self.dialect = dialect
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     async def heartbeat(self) -> None:
@@ -83,23 +85,20 @@ class Store:
 
     async def record_inbound(self, msg: Inbound, lease: timedelta) -> Recorded:
         """Store the message (dedup on its channel key) and refresh the user's service window."""
-        insert, me = self._insert, self.instance
+        dialect, me = self.dialect, self.instance
 
         def unit(conn: Connection) -> Recorded:
             now = utcnow()
-            user_id = _touch_user(conn, insert, msg, now)
-            new_id = conn.execute(
-                insert(Message.__table__)
-                .values(user_id=user_id, direction="in", sender="user", channel_key=msg.channel_key,
-                        msg_type=msg.kind, text=msg.text if msg.text is not None else msg.event_key,
-                        status="received", lease_until=now + lease, lease_owner=me, created_at=now, seq=0)
-                .on_conflict_do_nothing(index_elements=["channel_key"])
-                .returning(Message.__table__.c.id)
-            ).scalar_one_or_none()
+            user_id = _touch_user(conn, dialect, msg, now)
+            new_id = run_insert(conn, MESSAGES, dict(
+                user_id=user_id, direction="in", sender="user", channel_key=msg.channel_key, msg_type=msg.kind,
+                text=msg.text if msg.text is not None else msg.event_key, status="received",
+                lease_until=now + lease, lease_owner=me, created_at=now, seq=0),
+                dialect, conflict="channel_key", returning=True).scalar_one_or_none()
             if new_id is not None:
                 return Recorded(new_id, user_id, True, "received", now + lease)
-            row = conn.execute(select(Message.id, Message.status, Message.lease_until)
-                               .where(Message.channel_key == msg.channel_key)).one()
+            row = conn.execute(select_where(MESSAGES, ("id", "status", "lease_until"), "channel_key"),
+                               {"channel_key": msg.channel_key}).one()
             return Recorded(row.id, user_id, False, row.status, row.lease_until)
 
         return await self.runner.run(unit)
@@ -157,14 +156,13 @@ class Store:
 
     async def load_conversation(self, user_id: int) -> tuple[ConversationState, int]:
         """The user's conversation (created on first use) and the knowledge base's generation."""
-        insert = self._insert
+        dialect = self.dialect
 
         def unit(conn: Connection) -> tuple[ConversationState, int]:
             loaded = _read_conversation(conn, user_id)
             if loaded is None:
-                conn.execute(insert(Conversation.__table__)
-                             .values(user_id=user_id, state="idle", language="zh", context={}, updated_at=utcnow())
-                             .on_conflict_do_nothing(index_elements=["user_id"]))
+                run_insert(conn, CONVERSATIONS, dict(user_id=user_id, state="idle", language="zh", context={},
+                                                     updated_at=utcnow()), dialect, conflict="user_id")
                 loaded = _read_conversation(conn, user_id)
             assert loaded is not None
             return loaded
@@ -175,30 +173,29 @@ class Store:
                         passive: bool, inbound_update: dict[str, Any], user_update: dict[str, Any],
                         escalation: dict[str, Any] | None, openid: str) -> Saved:
         """Store a handled turn at once: replies, conversation, user, escalation, outbox rows."""
-        insert = self._insert
+        dialect = self.dialect
 
         def unit(conn: Connection) -> Saved:
             now = utcnow()
             saved = Saved()
             for seq, text in enumerate(replies):
                 delivery = "passive" if passive and seq == 0 else "outbox"
-                reply_id = conn.execute(
-                    insert(Message.__table__).values(
-                        user_id=conversation.user_id, direction="out", sender="bot", msg_type="text", text=text,
-                        status="ready", reply_to_id=message_id, seq=seq, delivery=delivery, created_at=now)
-                    .returning(Message.__table__.c.id)).scalar_one()
+                reply_id = run_insert(conn, MESSAGES, dict(
+                    user_id=conversation.user_id, direction="out", sender="bot", msg_type="text", text=text,
+                    status="ready", reply_to_id=message_id, seq=seq, delivery=delivery, created_at=now),
+                    dialect, returning=True).scalar_one()
                 saved.reply_ids.append(reply_id)
                 if delivery == "passive":
                     saved.passive_id = reply_id
                 else:
                     _queue_out(conn, conversation.user_id, reply_id, openid, text, now)
-            conn.execute(update(Message).where(Message.id == message_id)
-                         .values(status="answered", answered_at=now, lease_until=None, **inbound_update))
-            conn.execute(update(Conversation).where(Conversation.id == conversation.id)
-                         .values(state=conversation.state, country=conversation.country,
-                                 language=conversation.language, context=conversation.context, updated_at=now))
+            run_update(conn, MESSAGES, message_id,
+                       dict(status="answered", answered_at=now, lease_until=None, **inbound_update))
+            run_update(conn, CONVERSATIONS, conversation.id, dict(
+                state=conversation.state, country=conversation.country, language=conversation.language,
+                context=conversation.context, updated_at=now))
             if user_update:
-                conn.execute(update(User).where(User.id == conversation.user_id).values(**user_update))
+                run_update(conn, USERS, conversation.user_id, user_update)
             if escalation is not None:
                 _open_escalation(conn, conversation, escalation, now)
             return saved
@@ -229,20 +226,16 @@ class Store:
 
         return await self.runner.run(unit)
 
-    async def pending_count(self) -> int:
-        """Outbox rows not yet sent or failed."""
-        def unit(conn: Connection) -> int:
-            return int(conn.execute(select(func.count()).select_from(OutboxItem)
-                                    .where(OutboxItem.status.in_(("pending", "sending")))).scalar_one())
-
-        return await self.runner.run(unit)
-
     async def ping(self) -> None:
         """Raise if the database does not answer."""
         await self.runner.run(lambda conn: conn.execute(select(1)).scalar_one())
 
 
 DEAD_AFTER = timedelta(seconds=6)
+USERS: Table = User.__table__  # type: ignore[assignment]
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
+OUTBOX: Table = OutboxItem.__table__  # type: ignore[assignment]
 
 
 def _abandoned(now: datetime) -> Any:
@@ -252,12 +245,11 @@ def _abandoned(now: datetime) -> Any:
                Message.lease_owner.not_in(alive))
 
 
-def _touch_user(conn: Connection, insert: Any, msg: Inbound, now: datetime) -> int:
-    conn.execute(insert(User.__table__).values(openid=msg.openid, first_seen=now, last_seen=now, subscribed=True,
-                                               language="zh", cs_quota_left=0)
-                 .on_conflict_do_nothing(index_elements=["openid"]))
-    user = conn.execute(select(User.id, User.cs_window_until, User.cs_quota_left)
-                        .where(User.openid == msg.openid)).one()
+def _touch_user(conn: Connection, dialect: str, msg: Inbound, now: datetime) -> int:
+    run_insert(conn, USERS, dict(openid=msg.openid, first_seen=now, last_seen=now, subscribed=True, language="zh",
+                                 cs_quota_left=0), dialect, conflict="openid")
+    user = conn.execute(select_where(USERS, ("id", "cs_window_until", "cs_quota_left"), "openid"),
+                        {"openid": msg.openid}).one()
     values: dict[str, Any] = {"last_seen": now}
     if msg.latitude is not None and msg.longitude is not None:
         # Stored at once (LOCATION events get no reply): the freshest position wins.
@@ -273,17 +265,20 @@ def _touch_user(conn: Connection, insert: Any, msg: Inbound, now: datetime) -> i
         if not active or user.cs_quota_left < EVENT_QUOTA:
             until = max(user.cs_window_until, now + EVENT_WINDOW) if active else now + EVENT_WINDOW
             values.update(cs_window_until=until, cs_quota_left=EVENT_QUOTA)
-    conn.execute(update(User).where(User.id == user.id).values(**values))
+    run_update(conn, USERS, user.id, values)
     return int(user.id)
 
 
+READ_CONVERSATION = (
+    select(Conversation.id, Conversation.state, Conversation.country, Conversation.language, Conversation.context,
+           User.country.label("user_country"), User.latitude, User.longitude, User.location_label,
+           select(KBState.generation).where(KBState.id == 1).scalar_subquery().label("generation"))
+    .join(User, User.id == Conversation.user_id).where(Conversation.user_id == bindparam("user_id"))
+)
+
+
 def _read_conversation(conn: Connection, user_id: int) -> tuple[ConversationState, int] | None:
-    row = conn.execute(
-        select(Conversation.id, Conversation.state, Conversation.country, Conversation.language,
-               Conversation.context, User.country.label("user_country"), User.latitude, User.longitude,
-               User.location_label, select(KBState.generation).where(KBState.id == 1).scalar_subquery()
-               .label("generation"))
-        .join(User, User.id == Conversation.user_id).where(Conversation.user_id == user_id)).one_or_none()
+    row = conn.execute(READ_CONVERSATION, {"user_id": user_id}).one_or_none()
     if row is None:
         return None
     state = ConversationState(row.id, user_id, row.state, row.country, row.language, dict(row.context or {}),
@@ -292,9 +287,9 @@ def _read_conversation(conn: Connection, user_id: int) -> tuple[ConversationStat
 
 
 def _queue_out(conn: Connection, user_id: int, message_id: int, openid: str, text: str, now: datetime) -> None:
-    conn.execute(sa_insert(OutboxItem.__table__).values(
-        user_id=user_id, message_id=message_id, openid=openid, payload={"msgtype": "text", "text": {"content": text}},
-        status="pending", attempts=0, created_at=now, next_attempt_at=now))
+    run_insert(conn, OUTBOX, dict(user_id=user_id, message_id=message_id, openid=openid,
+                                  payload={"msgtype": "text", "text": {"content": text}}, status="pending",
+                                  attempts=0, created_at=now, next_attempt_at=now), "any")
 
 
 def _open_escalation(conn: Connection, conversation: ConversationState, escalation: dict[str, Any],
