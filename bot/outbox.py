@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
-from bot.storage.models import OutboxItem, User, utcnow
+from bot.storage.models import OutboxItem, User, UTCDateTime, utcnow
 from bot.storage.runner import Runner
-from bot.storage.store import due_filter
+from bot.storage.statements import run_update
+from bot.storage.store import OUTBOX, due_filter
 from bot.wechat.api import ERROR_TEXT, NetworkError, OutsideWindow, QuotaExceeded, WeChatAPI, WeChatAPIError
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,25 @@ class Claimed:
     refused: int | None = None
 
 
-def _claim_due(conn: Connection, limit: int = 500) -> list[Claimed]:
+HEADS = (select(OutboxItem.id, OutboxItem.user_id, OutboxItem.status, OutboxItem.next_attempt_at,
+                OutboxItem.lease_until).where(OutboxItem.status.in_(("pending", "sending")))
+         .order_by(OutboxItem.id).limit(500))
+TAKE = (update(OutboxItem).where(OutboxItem.id == bindparam("_id"), due_filter(bindparam("now", type_=UTCDateTime)))
+        .values(status="sending", lease_until=bindparam("lease"), attempts=OutboxItem.attempts + 1))
+TAKEN = select(OutboxItem.id, OutboxItem.user_id, OutboxItem.openid, OutboxItem.payload, OutboxItem.attempts).where(
+    OutboxItem.id == bindparam("_id"))
+RESERVE = (update(User).where(User.id == bindparam("_id"), User.cs_window_until > bindparam("now", type_=UTCDateTime),
+                              User.cs_quota_left > 0)
+           .values(cs_quota_left=User.cs_quota_left - 1))
+WINDOW = select(User.cs_window_until).where(User.id == bindparam("_id"))
+
+
+def _claim_due(conn: Connection) -> list[Claimed]:
     """Take the oldest due row of each user (keeps each user's messages in order) and reserve its quota."""
     now = utcnow()
-    rows = conn.execute(
-        select(OutboxItem.id, OutboxItem.user_id, OutboxItem.status, OutboxItem.next_attempt_at,
-               OutboxItem.lease_until).where(OutboxItem.status.in_(("pending", "sending")))
-        .order_by(OutboxItem.id).limit(limit))
     heads: dict[int, int] = {}
     blocked: set[int] = set()
-    for row in rows:
+    for row in conn.execute(HEADS):
         if row.user_id in heads or row.user_id in blocked:
             continue
         due = (row.status == "pending" and row.next_attempt_at <= now) or (
@@ -61,12 +71,9 @@ def _claim_due(conn: Connection, limit: int = 500) -> list[Claimed]:
             blocked.add(row.user_id)
     claimed = []
     for row_id in heads.values():
-        taken = conn.execute(update(OutboxItem).where(OutboxItem.id == row_id, due_filter(now)).values(
-            status="sending", lease_until=now + SEND_LEASE, attempts=OutboxItem.attempts + 1))
-        if not taken.rowcount:
+        if not conn.execute(TAKE, {"_id": row_id, "now": now, "lease": now + SEND_LEASE}).rowcount:
             continue  # another process took it
-        row = conn.execute(select(OutboxItem.id, OutboxItem.user_id, OutboxItem.openid, OutboxItem.payload,
-                                  OutboxItem.attempts).where(OutboxItem.id == row_id)).one()
+        row = conn.execute(TAKEN, {"_id": row_id}).one()
         claimed.append(Claimed(row.id, row.user_id, row.openid, dict(row.payload), row.attempts,
                                _reserve_quota(conn, row.user_id, now)))
     return claimed
@@ -74,11 +81,9 @@ def _claim_due(conn: Connection, limit: int = 500) -> list[Claimed]:
 
 def _reserve_quota(conn: Connection, user_id: int, now: datetime) -> int | None:
     """Take one message from the user's window; None if allowed, else the error code it would get."""
-    result = conn.execute(update(User).where(User.id == user_id, User.cs_window_until > now, User.cs_quota_left > 0)
-                          .values(cs_quota_left=User.cs_quota_left - 1))
-    if result.rowcount:
+    if conn.execute(RESERVE, {"_id": user_id, "now": now}).rowcount:
         return None
-    until = conn.execute(select(User.cs_window_until).where(User.id == user_id)).scalar_one()
+    until = conn.execute(WINDOW, {"_id": user_id}).scalar_one()
     return 45015 if until is None or until <= now else 45047
 
 
@@ -167,8 +172,8 @@ class Outbox:
         now = utcnow()
 
         def unit(conn: Connection) -> None:
-            conn.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(
-                status=status, lease_until=None, error_code=code, error=error, sent_at=now if status == "sent" else None))
+            run_update(conn, OUTBOX, item.id, dict(status=status, lease_until=None, error_code=code, error=error,
+                                                   sent_at=now if status == "sent" else None))
             if user:
                 conn.execute(update(User).where(User.id == item.user_id).values(**user))
 

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, select, update
-from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.storage.models import Conversation, Escalation, Instance, Message, OutboxItem, User, utcnow
@@ -292,31 +291,32 @@ def _queue_out(conn: Connection, user_id: int, message_id: int, openid: str, tex
                                   attempts=0, created_at=now, next_attempt_at=now), "any")
 
 
+OPEN_ESCALATION = select(Escalation.id, Escalation.priority, Escalation.case, Escalation.sla_due_at).where(
+    Escalation.conversation_id == bindparam("conversation_id"), Escalation.status != "closed")
+
+
 def _open_escalation(conn: Connection, conversation: ConversationState, escalation: dict[str, Any],
                      now: datetime) -> None:
     """One open escalation per conversation; a more urgent request raises its priority."""
-    table = Escalation.__table__
-    existing = conn.execute(select(Escalation.id, Escalation.priority, Escalation.case, Escalation.sla_due_at)
-                            .where(Escalation.conversation_id == conversation.id,
-                                   Escalation.status != "closed")).one_or_none()
+    table: Table = Escalation.__table__  # type: ignore[assignment]
+    existing = conn.execute(OPEN_ESCALATION, {"conversation_id": conversation.id}).one_or_none()
     due = now + escalation["sla"]
     if existing is None:
-        conn.execute(sa_insert(table).values(conversation_id=conversation.id, user_id=conversation.user_id,
-                                          priority=escalation["priority"], reason=escalation["reason"],
-                                          status="waiting", case=escalation["case"], created_at=now,
-                                          sla_due_at=due))
+        run_insert(conn, table, dict(conversation_id=conversation.id, user_id=conversation.user_id,
+                                     priority=escalation["priority"], reason=escalation["reason"], status="waiting",
+                                     case=escalation["case"], created_at=now, sla_due_at=due), "any")
     elif escalation["priority"] < existing.priority:
-        conn.execute(update(Escalation).where(Escalation.id == existing.id).values(
+        run_update(conn, table, existing.id, dict(
             priority=escalation["priority"], reason=escalation["reason"],
             case={**(existing.case or {}), **escalation["case"]},
             sla_due_at=min(existing.sla_due_at or due, due), breached_at=None))
     elif escalation["priority"] == existing.priority:
         # Same urgency, more facts (a country, a location): complete the case card.
         case = {**(existing.case or {}), **{k: v for k, v in escalation["case"].items() if v is not None}}
-        conn.execute(update(Escalation).where(Escalation.id == existing.id).values(case=case))
+        run_update(conn, table, existing.id, {"case": case})
 
 
-def due_filter(now: datetime) -> Any:
+def due_filter(now: Any) -> Any:
     """Outbox rows that may be sent now (pending and due, or a sender's lease that ran out)."""
     return or_(
         and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
