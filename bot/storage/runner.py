@@ -3,7 +3,8 @@
 On SQLite every unit goes to one writer thread that owns one stdlib ``sqlite3`` connection and
 commits whatever units are waiting in a single transaction (group commit): one fsync and one
 thread hand-off per batch instead of several per message, while each caller still waits for its
-own commit. Each unit runs inside a savepoint, so one failing unit rolls back alone.
+own commit. If any unit fails, the batch is rolled back and each unit is run again on its own, so
+only the failing one fails (units only read and write the database, so running one again is safe).
 
 On PostgreSQL each unit is one transaction through the async engine (``run_sync``).
 """
@@ -94,26 +95,23 @@ class GroupCommitRunner:
                 self._commit(connection, batch)
 
     def _commit(self, connection: Connection, batch: list[tuple[Unit, asyncio.Future[Any]]]) -> None:
-        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
             with connection.begin():
-                for unit, future in batch:
-                    savepoint = connection.begin_nested()
-                    try:
-                        value = unit(connection)
-                    except Exception as exc:  # the unit's own error goes back to its caller only
-                        savepoint.rollback()
-                        results.append((future, False, exc))
-                    else:
-                        savepoint.commit()
-                        results.append((future, True, value))
-        except Exception as exc:  # the commit itself failed: nobody's work is stored
-            log.exception("group commit failed")
-            results = [(future, False, exc) for _, future in batch]
+                results = [(future, True, unit(connection)) for unit, future in batch]
+        except Exception:  # some unit failed (or the commit): rerun each alone so only the failing one fails
+            results = [self._alone(connection, unit, future) for unit, future in batch]
         self.batches += 1
         self.units += len(batch)
         for future, ok, value in results:
             future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
+
+    @staticmethod
+    def _alone(connection: Connection, unit: Unit, future: asyncio.Future[Any]) -> tuple[asyncio.Future[Any], bool, Any]:
+        try:
+            with connection.begin():
+                return future, True, unit(connection)
+        except Exception as exc:  # the unit's own error goes back to its caller only
+            return future, False, exc
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

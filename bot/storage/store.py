@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bot.storage.models import Conversation, Escalation, Instance, Message, OutboxItem, User, utcnow
+from bot.storage.models import Conversation, Escalation, Instance, Message, OutboxItem, User, UTCDateTime, utcnow
 from bot.storage.runner import Runner
 from bot.storage.statements import run_insert, run_update, select_where
 from bot.wechat.messages import Inbound
@@ -244,7 +245,21 @@ def _abandoned(now: datetime) -> Any:
                Message.lease_owner.not_in(alive))
 
 
+@lru_cache(maxsize=4)
+def _upsert_user(dialect: str) -> Any:
+    """A user message: create the user or refresh them, and open a fresh 48-hour window, in one statement."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    fresh = {"last_seen": bindparam("now", type_=UTCDateTime), "last_inbound_at": bindparam("now", type_=UTCDateTime),
+             "cs_window_until": bindparam("until", type_=UTCDateTime), "cs_quota_left": USER_QUOTA}
+    statement = insert(USERS).values(openid=bindparam("openid"), first_seen=bindparam("now", type_=UTCDateTime),
+                                     subscribed=True, language="zh", **fresh)
+    return statement.on_conflict_do_update(index_elements=["openid"], set_=fresh).returning(USERS.c.id)
+
+
 def _touch_user(conn: Connection, dialect: str, msg: Inbound, now: datetime) -> int:
+    if msg.msg_type != "event" and msg.latitude is None:
+        return int(conn.execute(_upsert_user(dialect), {"openid": msg.openid, "now": now,
+                                                        "until": now + USER_WINDOW}).scalar_one())
     run_insert(conn, USERS, dict(openid=msg.openid, first_seen=now, last_seen=now, subscribed=True, language="zh",
                                  cs_quota_left=0), dialect, conflict="openid")
     user = conn.execute(select_where(USERS, ("id", "cs_window_until", "cs_quota_left"), "openid"),
