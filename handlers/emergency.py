@@ -40,7 +40,8 @@ async def emergency(turn: Turn) -> Outcome:
         playbook = {"priority": 1, "answer": {}, "steps": {}, "followup": {}, "title": {"zh": intent, "en": intent}}
     country = turn.country
     priority = int(playbook.get("priority", 2))
-    first = first_reply(turn, kb, playbook, country) + "\n" + await queue_line(turn, priority)
+    alerted = pick(turn.english, QUEUED_ZH, QUEUED_EN)
+    first = first_reply(turn, kb, playbook, country) + "\n" + await queue_line(turn, priority, alerted)
     followup = _text(playbook.get("followup"), turn.english)
     if followup:
         followup = f"{followup.strip()}\n\n{hotline(turn.english)}"
@@ -73,7 +74,6 @@ def first_reply(turn: Turn, kb: Snapshot, playbook: dict[str, Any], country: str
         lines.extend(f"{i}. {step}" for i, step in enumerate(steps, 1))
     if not country:
         lines.append(pick(english, ASK_WHERE_ZH, ASK_WHERE_EN))
-    lines.append(pick(english, QUEUED_ZH, QUEUED_EN))
     return "\n".join(lines)
 
 

@@ -8,8 +8,8 @@ from handlers.base import IDLE, QUEUED, WITH_OFFICER, Escalate, Outcome, Turn
 from handlers.format import country_name
 from handlers.texts import hotline, pick
 
-QUEUED_ZH = "好的，已为您转接值班人员，请在这里稍候，我们会尽快回复您。\n如情况紧急，请直接拨打电话。\n{hotline}"
-QUEUED_EN = ("OK, I've asked a duty officer to take over. Please wait here; we'll reply as soon as we can.\n"
+QUEUED_ZH = "好的，已为您转接值班人员，请在这里稍候，我们会尽快回复您。如情况紧急，请直接拨打电话。\n{hotline}"
+QUEUED_EN = ("OK, I've asked a duty officer to take over. Please wait here; we'll reply as soon as we can. "
              "If it is urgent, call now.\n{hotline}")
 ALREADY_ZH = "您已在等待值班人员，请稍候。如情况紧急，请直接拨打电话。\n{hotline}"
 ALREADY_EN = "You are already waiting for a duty officer. If it is urgent, call now.\n{hotline}"
@@ -29,8 +29,8 @@ async def request_human(turn: Turn) -> Outcome:
             "said": turn.text[:500], "safety": "未知",
             "summary": f"要求人工 · {country_name(country, False) or '地点未知'}",
             "language": conversation.language}
-    text = pick(english, QUEUED_ZH, QUEUED_EN).format(hotline=hotline(english))
-    text += "\n" + await queue_line(turn, 3)
+    queued = pick(english, QUEUED_ZH, QUEUED_EN).format(hotline=hotline(english))
+    text = await queue_line(turn, 3, queued)
     conversation.context["queue_priority"] = 3
     return Outcome([text], handler="escalation",
                    escalation=Escalate(priority=3, reason="request_human", case=case, sla=turn.sla(3)))
@@ -63,8 +63,9 @@ NOBODY_EN = ("No duty officer is online right now: call 12308 now (+86-10-12308 
 NOTICE_EVERY = 60.0
 
 
-async def queue_line(turn: Turn, priority: int) -> str:
-    """Where the person stands: position, rough wait, or "call 12308 now" when nobody is online."""
+async def queue_line(turn: Turn, priority: int, alerted: str = "") -> str:
+    """``alerted`` and where the person stands (position, rough wait); or, when no officer is online,
+    "call 12308 now" instead (saying an officer was alerted would not be true)."""
     english = turn.english
     if await turn.services.accounts.online_officers() == 0:
         return pick(english, NOBODY_ZH, NOBODY_EN)
@@ -76,7 +77,7 @@ async def queue_line(turn: Turn, priority: int) -> str:
     if position.wait_minutes:
         line += pick(english, WAIT_ZH, WAIT_EN).format(minutes=position.wait_minutes)
     turn.conversation.context["queue_notice"] = time.time()
-    return line
+    return f"{alerted}\n{line}" if alerted else line
 
 
 async def waiting_update(turn: Turn) -> str | None:

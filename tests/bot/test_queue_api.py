@@ -33,7 +33,9 @@ async def api(bot: Running, method: str, path: str, token: str | None, body: Any
 async def test_no_officer_online_tells_12308_at_once(bot: Running) -> None:
     reply = await bot.wechat.post(text("oAlone", "转人工"))
     assert "没有值班人员在线" in (reply.text or "") and "+86-10-65612308" in (reply.text or "")
-    assert bot.rows("SELECT status, priority FROM escalations") == [("waiting", 3)]
+    emergency = await bot.wechat.post(text("oAlone2", "救命 我被绑架了"))
+    assert "没有值班人员在线" in (emergency.text or "") and "已为您通知值班人员" not in (emergency.text or "")
+    assert bot.rows("SELECT status, priority FROM escalations ORDER BY id") == [("waiting", 3), ("waiting", 1)]
 
 
 async def test_queue_order_claim_reply_close_and_rating(bot: Running, fake_api: FakeWeChatAPI) -> None:
@@ -42,6 +44,7 @@ async def test_queue_order_claim_reply_close_and_rating(bot: Running, fake_api: 
     assert "您是下一位" in (first.text or "")
     later = await bot.wechat.post(text("oDanger", "救命 我被绑架了 在金边"))
     assert "前面还有" not in (later.text or "")  # priority 1 goes to the front
+    assert "已为您通知值班人员" in (later.text or "") and "没有值班人员在线" not in (later.text or "")
     status, listing = await api(bot, "GET", "/api/v1/escalations?status=waiting", token)
     assert status == 200
     assert [(i["openid"], i["priority"]) for i in listing["items"]] == [("oDanger", 1), ("oHuman", 3)]
