@@ -18,7 +18,6 @@ import random
 import secrets
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from webhook import AES_KEY, APP_ID, FAKE_API, TOKEN, free_port, start_bare, start_bot, wait_ready  # noqa: E402
+from webhook import AES_KEY, APP_ID, TOKEN, servers  # noqa: E402
 
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
@@ -118,29 +117,11 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     requests = prepare(args.users, args.messages)
-    api_port = free_port()
-    import subprocess
-
-    api = subprocess.Popen([sys.executable, "-c", FAKE_API.format(port=api_port)])
     results: dict[str, dict[str, object]] = {}
-    try:
-        with tempfile.TemporaryDirectory() as workdir:
-            for name in ("bare", "bot"):
-                port = free_port()
-                process = start_bare(port) if name == "bare" else start_bot(port, Path(workdir), api_port)
-                try:
-                    url = f"http://127.0.0.1:{port}/wechat"
-                    await wait_ready(url)
-                    results[name] = await play(url, requests, args.concurrency)
-                    if name == "bot":
-                        results[name]["lost"] = lost(Path(workdir) / "bench.db", requests,
-                                                     results[name]["passive"])  # type: ignore[arg-type]
-                finally:
-                    process.terminate()
-                    process.wait(timeout=30)
-    finally:
-        api.terminate()
-        api.wait(timeout=20)
+    async for name, url, workdir in servers():
+        results[name] = await play(url, requests, args.concurrency)
+        if name == "bot":
+            results[name]["lost"] = lost(workdir / "bench.db", requests, results[name]["passive"])  # type: ignore[arg-type]
     print(f"{args.messages} messages from {args.users} users, safe mode, {args.concurrency} connections")
     print(f"{'':6} {'msg/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'<5 s':>7} {'5xx':>5} {'lost':>5}")
     for name, r in results.items():

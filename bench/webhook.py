@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -93,6 +94,31 @@ def start_bot(port: int, workdir: Path, api_port: int) -> subprocess.Popen[bytes
     return subprocess.Popen([sys.executable, "-m", "bot", "--log-level", "WARNING", "serve"], cwd=ROOT, env=env)
 
 
+async def servers() -> AsyncIterator[tuple[str, str, Path]]:
+    """The bare handler, then the bot (over a fresh SQLite file, a fake WeChat API beside it): (name, url, workdir).
+
+    Each server runs only while the caller works with it and is stopped before the next starts.
+    """
+    api_port = free_port()
+    api = subprocess.Popen([sys.executable, "-c", FAKE_API.format(port=api_port)])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            for name in ("bare", "bot"):
+                port = free_port()
+                process = start_bare(port) if name == "bare" else start_bot(port, workdir, api_port)
+                try:
+                    url = f"http://127.0.0.1:{port}/wechat"
+                    await wait_ready(url)
+                    yield name, url, workdir
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
+
+
 async def wait_ready(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
@@ -161,22 +187,9 @@ async def main() -> None:
     args = parser.parse_args()
     requests = prepare(int(args.seconds * 6000))
     results = {}
-    api_port = free_port()
-    api = subprocess.Popen([sys.executable, "-c", FAKE_API.format(port=api_port)])
-    with tempfile.TemporaryDirectory() as workdir:
-        for name in ("bare", "bot"):
-            port = free_port()
-            process = start_bare(port) if name == "bare" else start_bot(port, Path(workdir), api_port)
-            try:
-                url = f"http://127.0.0.1:{port}/wechat"
-                await wait_ready(url)
-                await load(url, requests[-2000:], 2.0, args.concurrency)  # warm-up, not counted
-                results[name] = await load(url, requests[:-2000], args.seconds, args.concurrency)
-            finally:
-                process.terminate()
-                process.wait(timeout=20)
-    api.terminate()
-    api.wait(timeout=20)
+    async for name, url, _ in servers():
+        await load(url, requests[-2000:], 2.0, args.concurrency)  # warm-up, not counted
+        results[name] = await load(url, requests[:-2000], args.seconds, args.concurrency)
     print(f"safe mode, {args.concurrency} connections, {args.seconds:.0f} s each, cores: {os.cpu_count()}")
     print(f"{'':6} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8} {'passive':>8}")
     for name, r in results.items():

@@ -67,9 +67,6 @@ class Snapshot:
     def match(self, question: str) -> Match:
         return Match(self.retriever.search(question, k=3))
 
-    def faq_entries(self) -> list[str]:
-        return [slug for slug, data in self.entries.items() if data.get("kind") == "faq"]
-
     def country(self, code: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """Emergency numbers and missions for ``code``.
 

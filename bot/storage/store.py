@@ -213,14 +213,13 @@ class Store:
 
     async def enqueue(self, *, user_id: int, openid: str, text: str, sender: str = "bot") -> int:
         """Store an outgoing message and queue it for the customer-service API."""
-        insert = self._insert
+        dialect = self.dialect
 
         def unit(conn: Connection) -> int:
             now = utcnow()
-            message_id = conn.execute(
-                insert(Message.__table__).values(user_id=user_id, direction="out", sender=sender, msg_type="text",
-                                                 text=text, status="ready", delivery="outbox", created_at=now, seq=0)
-                .returning(Message.__table__.c.id)).scalar_one()
+            message_id = run_insert(conn, MESSAGES, dict(
+                user_id=user_id, direction="out", sender=sender, msg_type="text", text=text, status="ready",
+                delivery="outbox", created_at=now, seq=0), dialect, returning=True).scalar_one()
             _queue_out(conn, user_id, message_id, openid, text, now)
             return int(message_id)
 
