@@ -15,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.accounts import Accounts
 from bot.api import ACCOUNTS, OUTBOX_WAKE, QUEUE, SETTINGS, setup_api
+from bot.api_learning import LEARNING, Learning, setup_learning_api
+from bot.api_kb import EDITOR, KB, setup_kb_api
 from bot.console.app import create_console
+from knowledge.editor import Editor
 from bot.metrics import METRICS, Metrics, metrics_view
 from bot.outbox import Outbox
 from bot.queue import Queue
@@ -64,6 +67,8 @@ def create_app(settings: Settings, *, brain_factory: BrainFactory | None = None)
     app.router.add_get("/wechat", _webhook_verify)
     app.router.add_post("/wechat", _webhook_receive)
     setup_api(app)
+    setup_learning_api(app)
+    setup_kb_api(app)
     app.add_subapp("/console", create_console())
     if settings.demo:
         from bot.demo.routes import setup_demo
@@ -94,6 +99,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
     app[WEBHOOK] = Webhook(settings, pipeline, metrics)
     app[ACCOUNTS], app[QUEUE], app[OUTBOX_WAKE] = brain.services.accounts, brain.services.queue, outbox.wake
+    app[LEARNING] = learning = await Learning.start(settings, sessions, brain.services)
+    app[EDITOR], app[KB] = Editor(sessions), brain.services.kb
     if settings.demo:
         password = secrets.token_urlsafe(9)
         await app[ACCOUNTS].reset("duty", "supervisor", password)
@@ -103,11 +110,13 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(outbox.run(), name="outbox"),
              asyncio.create_task(_recovery(pipeline, stopping), name="recovery"),
              asyncio.create_task(_sla(app[QUEUE], outbox, metrics, stopping), name="sla"),
-             asyncio.create_task(_daily_purge(sessions, settings.retention_days, stopping), name="purge")]
+             asyncio.create_task(_daily_purge(sessions, settings.retention_days, stopping), name="purge"),
+             asyncio.create_task(learning.live.run(stopping, HEARTBEAT_INTERVAL), name="nlu-model")]
     try:
         yield
     finally:
         await pipeline.close()
+        await learning.close()
         # Stop the loops between rounds rather than cancelling them mid-query.
         outbox.stop()
         stopping.set()

@@ -11,7 +11,7 @@ from typing import Any
 
 from handlers.base import AWAITING_COUNTRY, QUEUED, Escalate, Outcome, Turn
 from handlers.escalation import queue_line
-from handlers.format import country_name, duty_line, local_numbers, pick_mission, split_message
+from handlers.format import alert_line, country_name, duty_line, local_numbers, pick_mission, split_message
 from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
 from nlu.geo import DOMESTIC
@@ -41,11 +41,9 @@ async def emergency(turn: Turn) -> Outcome:
     country = turn.country
     priority = int(playbook.get("priority", 2))
     alerted = pick(turn.english, QUEUED_ZH, QUEUED_EN)
-    first = first_reply(turn, kb, playbook, country) + "\n" + await queue_line(turn, priority, alerted)
-    followup = _text(playbook.get("followup"), turn.english)
-    if followup:
-        followup = f"{followup.strip()}\n\n{hotline(turn.english)}"
-    replies = [first] + (split_message(followup, parts=2) if followup else [])
+    first = first_reply(kb, playbook, country, turn.english, hints_of(turn))
+    first += "\n" + await queue_line(turn, priority, alerted)
+    replies = [first] + followup_messages(playbook, turn.english)
     conversation = turn.conversation
     conversation.context["queue_priority"] = min(priority, int(conversation.context.get("queue_priority", 3)))
     if country:
@@ -59,27 +57,27 @@ async def emergency(turn: Turn) -> Outcome:
         priority=priority, reason=intent, sla=turn.sla(priority), case=case_card(turn, playbook, country)))
 
 
-def first_reply(turn: Turn, kb: Snapshot, playbook: dict[str, Any], country: str | None) -> str:
-    """Opening, local numbers, duty phone, 12308, the steps, and where they stand."""
-    english = turn.english
+def first_reply(kb: Snapshot, playbook: dict[str, Any], country: str | None, english: bool,
+                hints: list[str]) -> str:
+    """Opening, local numbers, duty phone, 12308, the steps, a live safety alert, and where they stand."""
     title = _text(playbook.get("title"), english)
     lines = [f"【{title}】" if not english else f"[{title}]"]
     opening = _text(playbook.get("answer"), english)
     if opening:
         lines.append(opening.strip())
-    lines.extend(contact_lines(turn, kb, country))
+    lines.extend(contact_lines(kb, country, english, hints))
     steps = _steps(playbook, english)
     if steps:
         lines.append(pick(english, STEPS_ZH, STEPS_EN))
         lines.extend(f"{i}. {step}" for i, step in enumerate(steps, 1))
+    lines.extend(alert_line(a, english) for a in kb.live_alerts(country)[:1])
     if not country:
         lines.append(pick(english, ASK_WHERE_ZH, ASK_WHERE_EN))
     return "\n".join(lines)
 
 
-def contact_lines(turn: Turn, kb: Snapshot, country: str | None) -> list[str]:
+def contact_lines(kb: Snapshot, country: str | None, english: bool, hints: list[str]) -> list[str]:
     """Local emergency numbers and the mission's duty phone when known, and always 12308."""
-    english = turn.english
     lines: list[str] = []
     if country:
         emergency, missions = kb.country(country)
@@ -88,12 +86,20 @@ def contact_lines(turn: Turn, kb: Snapshot, country: str | None) -> list[str]:
             lines.append(pick(english, DOMESTIC_ZH, DOMESTIC_EN).format(country=name))
         numbers = local_numbers(emergency, country, english)
         lines.append(numbers or pick(english, UNKNOWN_NUMBERS_ZH, UNKNOWN_NUMBERS_EN).format(country=name))
-        mission = pick_mission(missions, _hints(turn))
+        mission = pick_mission(missions, hints)
         duty = duty_line(mission, english)
         if duty:
             lines.append(duty)
     lines.append(hotline(english))
     return lines
+
+
+def followup_messages(playbook: dict[str, Any], english: bool) -> list[str]:
+    """What the embassy can and cannot do, after the first reply (at most two messages)."""
+    followup = _text(playbook.get("followup"), english)
+    if not followup:
+        return []
+    return split_message(f"{followup.strip()}\n\n{hotline(english)}", parts=2)
 
 
 def case_card(turn: Turn, playbook: dict[str, Any], country: str | None) -> dict[str, Any]:
@@ -118,7 +124,7 @@ def case_card(turn: Turn, playbook: dict[str, Any], country: str | None) -> dict
     }
 
 
-def _hints(turn: Turn) -> list[str]:
+def hints_of(turn: Turn) -> list[str]:
     hints = [turn.text.lower()]
     if turn.conversation.location_label:
         hints.append(turn.conversation.location_label.lower())

@@ -7,12 +7,13 @@ from typing import Any
 
 from handlers.base import AWAITING_CHOICE, AWAITING_COUNTRY, IDLE, Outcome, Turn
 from handlers.fallback import fallback
-from handlers.format import country_name, mission_card, split_message
+from handlers.format import alert_line, country_name, mission_card, split_message
 from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
 from nlu.geo import DOMESTIC
 
 EMBASSY_SLUG = "embassy_contact"
+ALERT_SLUG = "safety_alert"
 CHOICE = re.compile(r"^\s*([1-3１-３])\s*[.。、)）]?\s*$")
 
 PERSON_ZH = "需要人工帮助，回复“人工”。"
@@ -23,6 +24,10 @@ NONE_ZH = "都不是？回复“人工”转值班人员，或换个说法再问
 NONE_EN = 'None of these? Reply "human" for a duty officer, or ask again in other words.'
 ASK_COUNTRY_ZH = "请告诉我您在哪个国家或城市（也可以发送位置），我把当地中国使领馆的联系方式发给您。"
 ASK_COUNTRY_EN = "Which country or city are you in (or send your location)? I'll send the Chinese embassy's contacts there."
+NO_ALERT_ZH = "目前没有针对{country}的有效安全提醒（以外交部和使领馆最新发布为准）。"
+NO_ALERT_EN = "There is no safety alert in force for {country} right now (the MFA and embassies publish the latest)."
+ALERT_ASK_ZH = "告诉我您所在或要去的国家，我把当地有效的安全提醒发给您。"
+ALERT_ASK_EN = "Tell me the country you are in or going to, and I'll send the alerts in force there."
 NO_MISSION_ZH = "我们还没有核实过中国驻{country}使领馆的联系方式，请不要轻信网上搜到的号码。\n{hotline}"
 NO_MISSION_EN = "We have not yet checked the contacts of the Chinese missions in {country}; don't trust numbers found online.\n{hotline}"
 MISSIONS_ZH = "中国驻{country}使领馆："
@@ -94,11 +99,30 @@ async def answer(turn: Turn, kb: Snapshot, slug: str) -> Outcome:
         turn.conversation.state = IDLE
     if slug == EMBASSY_SLUG:
         return embassy_contact(turn, kb)
-    entry = kb.entries[slug]
-    text = _answer_text(entry, turn.country, turn.english)
-    footer = pick(turn.english, PERSON_ZH, PERSON_EN)
-    outcome = Outcome(split_message(f"{text.strip()}\n\n{footer}"), handler=f"faq:{slug}")
-    return outcome
+    replies = compose_answer(kb, slug, kb.entries[slug], turn.country, turn.english)
+    return Outcome(replies, handler=f"faq:{slug}")
+
+
+def compose_answer(kb: Snapshot, slug: str, entry: dict[str, Any], country: str | None,
+                   english: bool) -> list[str]:
+    """The messages an entry's answer becomes (also the console's preview of a draft)."""
+    text = _answer_text(entry, country, english).strip()
+    if slug == ALERT_SLUG:
+        # Alerts in force come first; "none" or "which country?" after the general explanation.
+        extra = alerts_text(kb, country, english)
+        text = f"{extra}\n\n{text}" if extra.startswith("⚠️") else f"{text}\n\n{extra}"
+    footer = pick(english, PERSON_ZH, PERSON_EN)
+    return split_message(f"{text}\n\n{footer}")
+
+
+def alerts_text(kb: Snapshot, country: str | None, english: bool) -> str:
+    """The alerts in force for the person's country, or that there are none, or a question."""
+    if not country or country in DOMESTIC:
+        return pick(english, ALERT_ASK_ZH, ALERT_ASK_EN)
+    live = kb.live_alerts(country)
+    if not live:
+        return pick(english, NO_ALERT_ZH, NO_ALERT_EN).format(country=country_name(country, english))
+    return "\n".join(alert_line(a, english) for a in live[:3])
 
 
 def embassy_contact(turn: Turn, kb: Snapshot) -> Outcome:

@@ -104,3 +104,16 @@ def split_message(text: str, limit: int = MAX_CHARS, parts: int = MAX_MESSAGES) 
         head, tail = messages[:parts - 1], "\n\n".join(messages[parts - 1:])
         messages = head + [tail[:limit - 1] + "…" if len(tail) > limit else tail]
     return messages
+
+
+def alert_line(alert: dict[str, Any], english: bool) -> str:
+    """One live safety alert: level, text, who issued it, until when."""
+    from knowledge.validate import LEVELS_EN
+
+    text = alert.get("text") or {}
+    body = str(text.get("en") if english and text.get("en") else text.get("zh", "")).strip()
+    source = str((alert.get("source") or {}).get("title") or "")
+    until = str(alert.get("ends_at", ""))[:10]
+    if english:
+        return f"⚠️ Safety alert ({LEVELS_EN.get(alert['level'], alert['level'])}): {body} ({source}, until {until})"
+    return f"⚠️ 安全提醒（{alert['level']}）：{body}（{source}，有效期至{until}）"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from handlers.base import AWAITING_COUNTRY, IDLE, QUEUED, Escalate, Outcome, Turn
-from handlers.emergency import case_card, contact_lines
+from handlers.emergency import case_card, contact_lines, hints_of
 from handlers.escalation import request_human
 from handlers.faq import embassy_contact, missions_text
 from handlers.fallback import fallback
-from handlers.format import country_name, split_message
+from handlers.format import alert_line, country_name, split_message
 from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
 from nlu.geo import locate
@@ -48,7 +48,7 @@ def place_text(turn: Turn, kb: Snapshot, code: str) -> str:
     english = turn.english
     name = country_name(code, english)
     lines = [pick(english, GOT_PLACE_ZH, GOT_PLACE_EN).format(country=name)]
-    lines.extend(contact_lines(turn, kb, code))
+    lines.extend(contact_lines(kb, code, english, hints_of(turn)))
     lines.append(pick(english, HOW_HELP_ZH, HOW_HELP_EN))
     return "\n".join(lines)
 
@@ -85,7 +85,9 @@ async def continue_pending(turn: Turn) -> Outcome | None:
     intent = str(pending.get("intent"))
     playbook = kb.playbooks.get(intent) or {"priority": 1}
     turn.conversation.state = QUEUED
-    lines = contact_lines(turn, kb, turn.country) + [pick(english, STILL_QUEUED_ZH, STILL_QUEUED_EN)]
+    lines = contact_lines(kb, turn.country, english, hints_of(turn))
+    lines.extend(alert_line(a, english) for a in kb.live_alerts(turn.country)[:1])
+    lines.append(pick(english, STILL_QUEUED_ZH, STILL_QUEUED_EN))
     priority = int(playbook.get("priority", 1))
     card = case_card(turn, playbook, turn.country)
     # Only where they are is new: what they said and the NLU stay as the emergency recorded them.

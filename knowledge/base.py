@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from phonenumbers import shortnumberinfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from knowledge.models import DirectoryCountry, KBEntry, KBState, KBVersion
+from knowledge.models import DirectoryCountry, KBEntry, KBState, KBVersion, SafetyAlert
 from knowledge.retrieval import Hit, Retriever
 from nlu.data import load_examples
 
@@ -63,6 +64,15 @@ class Snapshot:
     directory: dict[str, DirectoryCountry]
     retriever: Retriever
     playbooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def live_alerts(self, code: str | None, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Published alerts for ``code`` in force now, most severe first (an expired one never shows,
+        whenever the snapshot was loaded)."""
+        from knowledge.validate import LEVELS, is_live
+
+        found = [a for a in self.alerts.get(code or "", []) if is_live(a, now)]
+        return sorted(found, key=lambda a: (-LEVELS.index(a["level"]), str(a["starts_at"])))
 
     def match(self, question: str) -> Match:
         return Match(self.retriever.search(question, k=3))
@@ -123,9 +133,15 @@ class KnowledgeBase:
                 .where(KBEntry.status == "published", KBVersion.version == KBEntry.published_version))
             entries = {slug: dict(data) for slug, data in rows}
             directory = {c.iso: c for c in (await session.execute(select(DirectoryCountry))).scalars()}
+            alerts: dict[str, list[dict[str, Any]]] = {}
+            for alert_id, country, data in await session.execute(
+                    select(SafetyAlert.id, SafetyAlert.country, SafetyAlert.data)
+                    .where(SafetyAlert.status == "published")):
+                if data:
+                    alerts.setdefault(country, []).append({**data, "id": alert_id})
         retriever = await asyncio.to_thread(retriever_for, tuple(self._documents(entries)))
         playbooks = {str(d.get("intent")): d for d in entries.values() if d.get("kind") == "playbook"}
-        return Snapshot(generation, entries, directory, retriever, playbooks)
+        return Snapshot(generation, entries, directory, retriever, playbooks, alerts)
 
     def _documents(self, entries: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         docs: list[tuple[str, str]] = []

@@ -19,8 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.storage.models import utcnow
-from knowledge.models import DirectoryCountry, KBEntry, KBState, KBVersion
-from knowledge.validate import Problem, check_emergency, check_entry, check_mission
+from knowledge.models import DirectoryCountry, DocVersion, KBEntry, KBState, KBVersion, SafetyAlert
+from knowledge.validate import Problem, check_alert, check_emergency, check_entry, check_mission
 from nlu.data import fingerprint
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class SeedData:
     entries: list[dict[str, Any]] = field(default_factory=list)
     emergency: dict[str, dict[str, Any]] = field(default_factory=dict)
     missions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -64,8 +65,9 @@ def content_hash(data: Any) -> str:
 
 
 def read(data_dir: Path) -> SeedData:
-    """Read ``data_dir/kb/*.yml`` and ``data_dir/directory/*.yml`` (parsed once per content, per process)."""
-    return _read(data_dir, fingerprint([data_dir / "kb", data_dir / "directory"]))
+    """Read ``kb/*.yml``, ``directory/*.yml`` and ``alerts/*.yml`` under ``data_dir`` (parsed once per
+    content, per process)."""
+    return _read(data_dir, fingerprint([data_dir / "kb", data_dir / "directory", data_dir / "alerts"]))
 
 
 @lru_cache(maxsize=4)
@@ -91,6 +93,13 @@ def _read(data_dir: Path, key: str) -> SeedData:
         item = plain(item)
         seed.problems.extend(check_mission(item, missions.name))
         seed.missions.setdefault(str(item.get("iso")), []).append(item)
+    for path in sorted((data_dir / "alerts").glob("*.yml")):
+        for i, item in enumerate(_load(path, seed.problems).get("alerts") or []):
+            item = plain(item)
+            found = check_alert(item, f"alerts[{i}]", path.name)
+            seed.problems.extend(found)
+            if not found:
+                seed.alerts.append(item)
     return seed
 
 
@@ -130,7 +139,8 @@ async def apply(sessions: async_sessionmaker[AsyncSession], seed: SeedData, *, a
         for entry in seed.entries:
             await _apply_entry(session, entry_content(entry), report, author=author, staff=staff)
         for iso in sorted(set(seed.emergency) | set(seed.missions)):
-            await _apply_country(session, iso, seed.emergency.get(iso), seed.missions.get(iso, []), report)
+            await _apply_country(session, iso, seed.emergency.get(iso), seed.missions.get(iso, []), report, staff=staff)
+        await _apply_alerts(session, seed.alerts, report, author=author)
         if report.changed:
             await bump_generation(session)
     if report.kept_staff_edits:
@@ -175,20 +185,51 @@ async def _apply_entry(session: AsyncSession, data: dict[str, Any], report: Seed
 
 
 async def _apply_country(session: AsyncSession, iso: str, emergency: dict[str, Any] | None,
-                         missions: list[dict[str, Any]], report: SeedReport) -> None:
+                         missions: list[dict[str, Any]], report: SeedReport, *, staff: bool = False) -> None:
     digest = content_hash({"emergency": emergency, "missions": missions})
     row = await session.get(DirectoryCountry, iso)
     if row is None:
-        session.add(DirectoryCountry(iso=iso, emergency=emergency, missions=missions, seed_hash=digest,
-                                     updated_at=utcnow()))
+        session.add(DirectoryCountry(iso=iso, emergency=emergency, missions=missions, seed_hash=None if staff else digest,
+                                     staff_edited=staff, latest_version=0, updated_at=utcnow()))
         report.created += 1
-    elif row.seed_hash == digest:
+    elif row.seed_hash == digest and not staff:
         report.unchanged += 1
-    elif row.staff_edited:
+    elif row.staff_edited and not staff:
         report.kept_staff_edits.append(f"directory:{iso}")
+    elif {"emergency": row.emergency, "missions": row.missions} == {"emergency": emergency, "missions": missions}:
+        if not staff:
+            row.seed_hash = digest
+        report.unchanged += 1
     else:
-        row.emergency, row.missions, row.seed_hash, row.updated_at = emergency, missions, digest, utcnow()
+        row.emergency, row.missions, row.updated_at = emergency, missions, utcnow()
+        row.seed_hash, row.staff_edited = (None, True) if staff else (digest, row.staff_edited)
+        if row.latest_version:  # edited in the console before: the import is the newest published version
+            row.latest_version += 1
+            row.published_version = row.latest_version
+            session.add(DocVersion(kind="directory", key=iso, version=row.latest_version, author="import",
+                                   data={"emergency": emergency, "missions": missions}, created_at=row.updated_at))
         report.upgraded += 1
+
+
+async def _apply_alerts(session: AsyncSession, alerts: list[dict[str, Any]], report: SeedReport, *,
+                        author: str) -> None:
+    """Publish each alert that is not already published with exactly this content."""
+    if not alerts:
+        return
+    live = {content_hash(a.data) for a in (await session.execute(
+        select(SafetyAlert).where(SafetyAlert.status == "published"))).scalars()}
+    for alert in alerts:
+        if content_hash(alert) in live:
+            report.unchanged += 1
+            continue
+        now = utcnow()
+        row = SafetyAlert(country=alert["country"], status="published", published_version=1, latest_version=1,
+                          data=alert, created_at=now, updated_at=now)
+        session.add(row)
+        await session.flush()
+        session.add(DocVersion(kind="alert", key=str(row.id), version=1, data=alert, author=author, created_at=now))
+        live.add(content_hash(alert))
+        report.created += 1
 
 
 async def bump_generation(session: AsyncSession) -> None:
@@ -200,7 +241,7 @@ async def bump_generation(session: AsyncSession) -> None:
 
 
 async def export(sessions: async_sessionmaker[AsyncSession], out_dir: Path) -> int:
-    """Write the published knowledge base and the directory as YAML in the seed layout."""
+    """Write the published knowledge base, the directory and the published alerts as YAML in the seed layout."""
     (out_dir / "kb").mkdir(parents=True, exist_ok=True)
     (out_dir / "directory").mkdir(parents=True, exist_ok=True)
     count = 0
@@ -212,6 +253,12 @@ async def export(sessions: async_sessionmaker[AsyncSession], out_dir: Path) -> i
             _dump(out_dir / "kb" / f"{slug}.yml", data)
             count += 1
         countries = (await session.execute(select(DirectoryCountry).order_by(DirectoryCountry.iso))).scalars().all()
+        alerts = [a.data for a in (await session.execute(
+            select(SafetyAlert).where(SafetyAlert.status == "published"))).scalars() if a.data]
+    if alerts:
+        (out_dir / "alerts").mkdir(exist_ok=True)
+        alerts.sort(key=lambda a: (a["country"], str(a["starts_at"]), a["level"], json.dumps(a, sort_keys=True)))
+        _dump(out_dir / "alerts" / "alerts.yml", {"version": 1, "alerts": alerts})
     _dump(out_dir / "directory" / "emergency_numbers.yml",
           {"version": 1, "countries": [c.emergency for c in countries if c.emergency]})
     _dump(out_dir / "directory" / "missions.yml",

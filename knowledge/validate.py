@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 import phonenumbers
@@ -15,6 +15,10 @@ SLUG = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 KINDS = ("faq", "playbook")
 EMERGENCY_SERVICES = ("police", "ambulance", "fire", "unified")
 MAX_ANSWER_ZH = 1200
+LEVELS = ("注意安全", "谨慎前往", "暂勿前往")  # safety-alert levels, lowest to highest
+LEVELS_EN = {"注意安全": "Stay alert", "谨慎前往": "Travel with caution", "暂勿前往": "Do not travel for now"}
+MAX_ALERT_ZH = 300
+BEIJING = timezone(timedelta(hours=8))
 
 
 @dataclass(frozen=True)
@@ -165,4 +169,70 @@ def check_mission(entry: Any, file: str) -> list[Problem]:
             problems.append(Problem(file, name, field, f"{number} is not a number in {iso}"))
     if not (entry.get("source") or {}).get("url"):
         problems.append(Problem(file, name, "source", "a source with url and date"))
+    return problems
+
+
+def alert_window(data: dict[str, Any]) -> tuple[datetime, datetime]:
+    """When an alert starts and stops being shown (UTC).
+
+    A plain date is a day in Beijing time: ``starts_at`` from its first moment, ``ends_at``
+    through its last (an alert "valid until 31 December" is shown all of that day).
+    """
+    return _moment(data["starts_at"], end=False), _moment(data["ends_at"], end=True)
+
+
+def is_live(data: dict[str, Any], now: datetime | None = None) -> bool:
+    starts, ends = alert_window(data)
+    now = now or datetime.now(UTC)
+    return starts <= now < ends
+
+
+def _moment(value: Any, *, end: bool) -> datetime:
+    text = str(value)
+    if len(text) == 10:
+        day = date.fromisoformat(text)
+        if end:
+            return datetime.combine(day + timedelta(days=1), time(0), BEIJING).astimezone(UTC)
+        return datetime.combine(day, time(0), BEIJING).astimezone(UTC)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=BEIJING)
+    return moment.astimezone(UTC)
+
+
+def check_alert(data: Any, entry: str = "alert", file: str = "console") -> list[Problem]:
+    """Problems with one alert's content."""
+    if not isinstance(data, dict):
+        return [Problem(file, entry, "(alert)", "must be a mapping")]
+    problems: list[Problem] = []
+
+    def bad(field: str, reason: str) -> None:
+        problems.append(Problem(file, entry, field, reason))
+
+    if data.get("country") not in iso_codes():
+        bad("country", "an ISO 3166-1 alpha-2 code such as TH")
+    if data.get("level") not in LEVELS:
+        bad("level", "one of " + " / ".join(LEVELS))
+    text = data.get("text")
+    if not isinstance(text, dict) or not str(text.get("zh") or "").strip():
+        bad("text.zh", "required text")
+    else:
+        if len(text["zh"]) > MAX_ALERT_ZH:
+            bad("text.zh", f"{len(text['zh'])} characters; keep it under {MAX_ALERT_ZH}")
+        if text.get("en") is not None and not isinstance(text.get("en"), str):
+            bad("text.en", "must be text")
+    moments: dict[str, datetime] = {}
+    for field in ("starts_at", "ends_at"):
+        value = data.get(field)
+        try:
+            moments[field] = _moment(value, end=field == "ends_at")
+        except (TypeError, ValueError):
+            bad(field, "a date (YYYY-MM-DD, Beijing time) or an ISO date-time")
+    if len(moments) == 2 and moments["ends_at"] <= moments["starts_at"]:
+        bad("ends_at", "must be after starts_at")
+    source = data.get("source")
+    if not isinstance(source, dict) or not str(source.get("url", "")).startswith(("http://", "https://")):
+        bad("source.url", "an http(s) URL")
+    elif not source.get("title"):
+        bad("source.title", "who published the alert")
     return problems

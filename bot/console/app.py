@@ -25,6 +25,7 @@ COOKIE = "lb_session"
 LOGIN_COOKIE = "lb_login"
 STATIC = Path(__file__).with_name("static")
 QUEUE_ROLES = ("officer", "supervisor", "admin")
+HOME = {"officer": "/console/", "supervisor": "/console/", "admin": "/console/", "ops": "/console/kb"}
 LIVE_INTERVAL = 1.0
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -49,6 +50,9 @@ def create_console() -> web.Application:
     r.add_get("/reports", reports_page)
     r.add_get("/audit", audit_page)
     r.add_static("/static", STATIC)
+    from bot.console.kb import add_kb_routes  # the pages import this module's helpers
+
+    add_kb_routes(console)
     return console
 
 
@@ -91,20 +95,20 @@ def requires(*roles: str) -> Callable[[Page], Page]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             who: Principal = request[PRINCIPAL]
             if who.role not in roles:
-                return _html(views.page("无权访问", "<h1>无权访问</h1><p>你的角色不能打开这个页面。</p>", who,
+                return html_response(views.page("无权访问", "<h1>无权访问</h1><p>你的角色不能打开这个页面。</p>", who,
                                         request[CSRF]), status=403)
             return await handler(request)
         return guarded
     return wrap
 
 
-def _html(text: str, status: int = 200) -> web.Response:
+def html_response(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, content_type="text/html", status=status)
 
 
 def _login_page(request: web.Request, error: str = "", name: str = "", status: int = 200) -> web.Response:
     token = secrets.token_urlsafe(24)
-    response = _html(views.login_page(token, error, name), status=status)
+    response = html_response(views.login_page(token, error, name), status=status)
     response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request),
                         path="/console/login", max_age=3600)
     return response
@@ -125,7 +129,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if who is None:
         return _login_page(request, "用户名或密码错误，或账户已被临时锁定。", name, status=401)
     token, _ = await _accounts(request).start_session(who)
-    response = web.HTTPSeeOther("/console/" if who.role in QUEUE_ROLES else "/console/team")
+    response = web.HTTPSeeOther(HOME.get(who.role, "/console/team"))
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request), path="/console",
                         max_age=12 * 3600)
     raise response
@@ -142,7 +146,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def queue_page(request: web.Request) -> web.StreamResponse:
     items = await _queue(request).open_cases()
     roster = await _accounts(request).roster()
-    return _html(views.queue_page(request[PRINCIPAL], request[CSRF], items, roster))
+    return html_response(views.queue_page(request[PRINCIPAL], request[CSRF], items, roster))
 
 
 @requires(*QUEUE_ROLES)
@@ -183,7 +187,7 @@ async def case_page(request: web.Request) -> web.StreamResponse:
     who = request[PRINCIPAL]
     roster = await _accounts(request).roster()
     colleagues = [r["name"] for r in roster if r["role"] in ("officer", "supervisor")]
-    return _html(views.case_page(who, request[CSRF], item, await queue.transcript(eid, who), await queue.window(eid),
+    return html_response(views.case_page(who, request[CSRF], item, await queue.transcript(eid, who), await queue.window(eid),
                                  await queue.notes(eid), colleagues))
 
 
@@ -193,7 +197,7 @@ async def transcript(request: web.Request) -> web.StreamResponse:
         messages = await _queue(request).transcript(_eid(request), request[PRINCIPAL])
     except QueueError:
         raise web.HTTPNotFound() from None
-    return _html(views.transcript_html(messages))
+    return html_response(views.transcripthtml_response(messages))
 
 
 @requires(*QUEUE_ROLES)
@@ -216,7 +220,7 @@ async def case_action(request: web.Request) -> web.StreamResponse:
             raise web.HTTPNotFound()
     except QueueError as exc:
         body = f'<h1>无法完成</h1><p>{views.h(str(exc))}</p><p><a href="/console/case/{eid}">返回</a></p>'
-        return _html(views.page("无法完成", body, who, request[CSRF]), status=exc.status)
+        return html_response(views.page("无法完成", body, who, request[CSRF]), status=exc.status)
     wake = request.config_dict.get(OUTBOX_WAKE)
     if wake is not None:
         wake()
@@ -226,7 +230,7 @@ async def case_action(request: web.Request) -> web.StreamResponse:
 async def team_page(request: web.Request) -> web.StreamResponse:
     who = request[PRINCIPAL]
     cases = await _queue(request).open_cases() if who.role in ("supervisor", "admin") else []
-    return _html(views.team_page(who, request[CSRF], await _accounts(request).roster(), cases))
+    return html_response(views.team_page(who, request[CSRF], await _accounts(request).roster(), cases))
 
 
 async def presence(request: web.Request) -> web.StreamResponse:
@@ -238,9 +242,9 @@ async def presence(request: web.Request) -> web.StreamResponse:
 @requires(*QUEUE_ROLES)
 async def reports_page(request: web.Request) -> web.StreamResponse:
     report = await reports.build(_queue(request).sessions, request.config_dict[SETTINGS].sla(1))
-    return _html(views.reports_page(request[PRINCIPAL], request[CSRF], report))
+    return html_response(views.reports_page(request[PRINCIPAL], request[CSRF], report))
 
 
 @requires("supervisor", "admin")
 async def audit_page(request: web.Request) -> web.StreamResponse:
-    return _html(views.audit_page(request[PRINCIPAL], request[CSRF], await _queue(request).audit_log()))
+    return html_response(views.audit_page(request[PRINCIPAL], request[CSRF], await _queue(request).audit_log()))

@@ -32,7 +32,15 @@ def h(value: Any) -> str:
 def page(title: str, body: str, who: Principal | None, csrf: str = "", active: str = "") -> str:
     nav = ""
     if who is not None:
-        links = [("queue", "/console/", "队列"), ("team", "/console/team", "值班"), ("reports", "/console/reports", "统计")]
+        links = []
+        if who.role in ("officer", "supervisor", "admin"):
+            links += [("queue", "/console/", "队列"), ("team", "/console/team", "值班"), ("reports", "/console/reports", "统计")]
+        if who.role in ("ops", "admin"):
+            links += [("kb", "/console/kb", "知识库"), ("directory", "/console/directory", "国家目录"),
+                      ("alerts", "/console/alerts", "安全提醒"), ("unanswered", "/console/unanswered", "未答问题"),
+                      ("nlu", "/console/nlu", "模型训练")]
+        if who.role == "ops":
+            links.append(("team", "/console/team", "值班"))
         if who.role in ("supervisor", "admin"):
             links.append(("audit", "/console/audit", "审计日志"))
         items = "".join(f'<a class="{"on" if key == active else ""}" href="{href}">{label}</a>'
