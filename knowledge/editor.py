@@ -546,7 +546,7 @@ def _summary(row: KBEntry, latest: dict[str, Any]) -> dict[str, Any]:
             "title_en": title.get("en"), "published_version": row.published_version,
             "latest_version": row.latest_version, "has_draft": row.published_version != row.latest_version,
             "last_reviewed": latest.get("last_reviewed"), "stale": is_stale(latest.get("last_reviewed")),
-            "tags": list(latest.get("tags") or []), "updated_at": row.updated_at.isoformat()}
+            "tags": [str(t) for t in latest.get("tags") or []], "updated_at": row.updated_at.isoformat()}
 
 
 def _country_summary(row: DirectoryCountry) -> dict[str, Any]:
