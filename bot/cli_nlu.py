@@ -24,6 +24,9 @@ def add_nlu_commands(sub: Any) -> None:
     evaluate = nlu_sub.add_parser("eval", help="score an engine on the held-out test split (data/nlu/test)")
     evaluate.add_argument("--engine", choices=("builtin", "rasa"), default=None, help="default: NLU_ENGINE")
     evaluate.set_defaults(func=cmd_nlu_eval)
+    from bot.cli_learning import add_learning_commands
+
+    add_learning_commands(nlu_sub)
 
     rasa = sub.add_parser("rasa", help="the Rasa engine in its own Python 3.10 environment (.venv-rasa)")
     rasa_sub = rasa.add_subparsers(dest="rasa_command", metavar="ACTION", required=True)

@@ -114,6 +114,10 @@ class NLU:
         lexicon, gazetteer = _static_parts(data_dir, fingerprint(_static_files(data_dir)))
         return cls(model=model, lexicon=lexicon, gazetteer=gazetteer, rasa=rasa)
 
+    def swap(self, model: BuiltinModel) -> None:
+        """Serve ``model`` from the next message on (a retrained model went live; one assignment, atomic)."""
+        self.model = model
+
     async def understand(self, text: str) -> Understanding:
         """Intent, confidence, country and entities of ``text``."""
         normalized = normalize(text[:MAX_CHARS])

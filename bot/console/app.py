@@ -53,6 +53,9 @@ def create_console() -> web.Application:
     from bot.console.kb import add_kb_routes  # the pages import this module's helpers
 
     add_kb_routes(console)
+    from bot.console.learning import add_learning_routes  # imports this module's helpers too
+
+    add_learning_routes(console)
     return console
 
 

@@ -11,6 +11,7 @@ from bot.storage.db import make_engine
 from bot.storage.models import Base
 import bot.storage.staff  # noqa: F401  (registers the staff tables)
 import knowledge.models  # noqa: F401  (registers the knowledge tables)
+import knowledge.learning_models  # noqa: F401  (registers the learning tables)
 
 target_metadata = Base.metadata
 
