@@ -11,7 +11,6 @@ import logging
 import math
 import pickle
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +23,16 @@ from nlu.normalize import normalize
 log = logging.getLogger(__name__)
 
 MODEL_VERSION = "builtin-v1"  # bump when features or training change, so cached models are retrained
-CHAR_NGRAMS = (1, 2, 3)
 
 
 def features(text: str) -> list[str]:
     """Character 1–3-grams and jieba words of normalised text."""
-    feats: list[str] = []
     compact = text.replace(" ", "_")
-    for n in CHAR_NGRAMS:
-        feats.extend("c" + compact[i:i + n] for i in range(len(compact) - n + 1))
-    feats.extend("w" + word for word in jieba.lcut(text) if word.strip())
+    size = len(compact)
+    feats = ["c" + ch for ch in compact]
+    feats += ["c" + compact[i:i + 2] for i in range(size - 1)]
+    feats += ["c" + compact[i:i + 3] for i in range(size - 2)]
+    feats += ["w" + word for word in jieba.lcut(text) if word.strip()]
     return feats
 
 
@@ -51,19 +50,26 @@ class BuiltinModel:
 
     def rank(self, normalized: str) -> list[tuple[str, float]]:
         """Intents with probabilities, best first."""
-        counts = Counter(self.vocabulary[f] for f in features(normalized) if f in self.vocabulary)
-        scores = self.intercept.copy()
+        vocabulary = self.vocabulary
+        counts: dict[int, int] = {}
+        for feature in features(normalized):
+            column = vocabulary.get(feature)
+            if column is not None:
+                counts[column] = counts.get(column, 0) + 1
+        scores = self.intercept
         if counts:
-            index = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-            tf = np.fromiter((1.0 + math.log(c) for c in counts.values()), dtype=np.float64, count=len(counts))
-            values = tf * self.idf[index]
-            values /= np.linalg.norm(values)
+            index = np.fromiter(counts, dtype=np.intp, count=len(counts))
+            values = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            np.log(values, out=values)
+            values += 1.0  # sublinear tf
+            values *= self.idf[index]
+            values /= math.sqrt(values.dot(values))
             scores = scores + values @ self.weights[index]
-        scores -= scores.max()
-        probs = np.exp(scores)
+        probs = np.exp(scores - scores.max())
         probs /= probs.sum()
-        order = np.argsort(-probs)
-        return [(self.classes[i], float(probs[i])) for i in order]
+        order = np.argsort(-probs).tolist()
+        listed = probs.tolist()
+        return [(self.classes[i], listed[i]) for i in order]
 
 
 def train(examples: list[Example], key: str = "") -> BuiltinModel:
