@@ -166,15 +166,7 @@ async def _kb_edit(request: web.Request, error: str = "", form_data: dict[str, A
     if entry["kind"] == "faq" and entry["status"] != "archived":
         actions += (f'<form method="post" action="/console/kb/{h(slug)}/archive" class="inline">{csrf_field(csrf)}'
                     f'<button>下线</button></form>')
-    history = "".join(
-        f'<tr><td>第 {v["version"]} 版{" · <b>线上</b>" if v["published"] else ""}</td><td>{h(v["author"])}</td>'
-        f'<td>{h(v["created_at"][:16].replace("T", " "))}</td><td>{h(v["note"] or "")}</td><td>'
-        + (f'<a href="/console/kb/{h(slug)}/diff?from={v["version"] - 1}&to={v["version"]}">与上一版比较</a> '
-           if v["version"] > 1 else "")
-        + ("" if v["published"] else
-           f'<form method="post" action="/console/kb/{h(slug)}/rollback" class="inline">{csrf_field(csrf)}'
-           f'<input type="hidden" name="version" value="{v["version"]}"><button>恢复此版并发布</button></form>')
-        + '</td></tr>' for v in versions)
+    history = _history(versions, f"/console/kb/{slug}", csrf, diffs=True)
     options = "".join(f'<option value="{c}" {"selected" if c == country else ""}>{h(zh_name(c))}</option>'
                       for c in sorted(entry["latest"].get("overrides") or {}))
     picker = (f'<form method="get" action="/console/kb/{h(slug)}" class="inline">'
@@ -189,8 +181,7 @@ async def _kb_edit(request: web.Request, error: str = "", form_data: dict[str, A
             f'<div class="cols wide"><div>'
             f'{_entry_form(csrf, slug, form_data or entry["latest"], f"/console/kb/{slug}/save", entry["latest_version"])}'
             f'</div><div><h2>预览（最新版本，微信中的样子）</h2>{picker}{_preview_html(messages)}</div></div>'
-            f'<h2>版本历史</h2><table id="versions"><thead><tr><th>版本</th><th>作者</th><th>时间</th><th>说明</th>'
-            f'<th></th></tr></thead><tbody>{history}</tbody></table>')
+            f'<h2>版本历史</h2>{history}')
     return _page(request, entry["title"], body, "kb", status=status)
 
 
@@ -205,6 +196,25 @@ async def kb_diff(request: web.Request) -> web.StreamResponse:
     body = (f'<p><a href="/console/kb/{h(slug)}">← 返回条目</a></p><h1>{h(slug)}：第 {a} 版 → 第 {b} 版</h1>'
             f'{_diff_html(lines)}')
     return _page(request, "版本比较", body, "kb")
+
+
+def _history(versions: list[dict[str, Any]], base: str, csrf: str, *, diffs: bool = False) -> str:
+    """Version history: who, when, why; a diff with the previous version; restore-and-publish."""
+    rows = []
+    for v in versions:
+        number = int(v["version"])
+        links = (f'<a href="{h(base)}/diff?from={number - 1}&to={number}">与上一版比较</a> '
+                 if diffs and number > 1 else "")
+        if not v["published"]:
+            links += (f'<form method="post" action="{h(base)}/rollback" class="inline">{csrf_field(csrf)}'
+                      f'<input type="hidden" name="version" value="{number}"><button>恢复此版并发布</button></form>')
+        live = " · <b>线上</b>" if v["published"] else ""
+        rows.append(f'<tr><td>第 {number} 版{live}</td><td>{h(v["author"])}</td>'
+                    f'<td>{h(v["created_at"][:16].replace("T", " "))}</td><td>{h(v["note"] or "")}</td>'
+                    f'<td>{links}</td></tr>')
+    body = "".join(rows) or '<tr><td colspan="5">尚无版本（来自初始数据）</td></tr>'
+    return (f'<table id="versions"><thead><tr><th>版本</th><th>作者</th><th>时间</th><th>说明</th><th></th></tr>'
+            f'</thead><tbody>{body}</tbody></table>')
 
 
 def _diff_html(lines: list[str]) -> str:
@@ -402,18 +412,11 @@ async def _directory_edit(request: web.Request, error: str = "", form_data: dict
     publish = (f'<form method="post" action="/console/directory/{iso}/publish" class="inline">{csrf_field(csrf)}'
                f'<input type="hidden" name="version" value="{latest}"><button class="primary">发布第 {latest} 版</button>'
                f'</form>' if country.get("has_draft") else "")
-    history = "".join(
-        f'<tr><td>第 {v["version"]} 版{" · <b>线上</b>" if v["published"] else ""}</td><td>{h(v["author"])}</td>'
-        f'<td>{h(v["created_at"][:16].replace("T", " "))}</td><td>{h(v["note"] or "")}</td><td>'
-        + ("" if v["published"] else
-           f'<form method="post" action="/console/directory/{iso}/rollback" class="inline">{csrf_field(csrf)}'
-           f'<input type="hidden" name="version" value="{v["version"]}"><button>恢复此版并发布</button></form>')
-        + "</td></tr>" for v in versions)
+    history = _history(versions, f"/console/directory/{iso}", csrf)
     body = (f'<p><a href="/console/directory">← 国家目录</a></p><h1>{h(zh_name(iso))} <small>{h(iso)}</small></h1>'
             f'{shown}{error}<div class="actions">{publish}</div>'
             f'{_country_form(csrf, iso, data, latest)}'
-            f'<h2>版本历史</h2><table><thead><tr><th>版本</th><th>作者</th><th>时间</th><th>说明</th><th></th></tr>'
-            f'</thead><tbody>{history or "<tr><td colspan=5>尚无版本（来自初始数据）</td></tr>"}</tbody></table>')
+            f'<h2>版本历史</h2>{history}')
     return _page(request, zh_name(iso), body, "directory", status=status)
 
 
@@ -615,17 +618,11 @@ async def _alert_edit(request: web.Request, error: str = "", form_data: dict[str
     if alert["status"] != "archived":
         actions += (f'<form method="post" action="/console/alerts/{alert_id}/archive" class="inline">{csrf_field(csrf)}'
                     f'<button>下线</button></form>')
-    history = "".join(
-        f'<tr><td>第 {v["version"]} 版{" · <b>线上</b>" if v["published"] else ""}</td><td>{h(v["author"])}</td>'
-        f'<td>{h(v["created_at"][:16].replace("T", " "))}</td><td>{h(v["note"] or "")}</td><td>'
-        + ("" if v["published"] else
-           f'<form method="post" action="/console/alerts/{alert_id}/rollback" class="inline">{csrf_field(csrf)}'
-           f'<input type="hidden" name="version" value="{v["version"]}"><button>恢复此版并发布</button></form>')
-        + "</td></tr>" for v in versions)
+    history = _history(versions, f"/console/alerts/{alert_id}", csrf)
     body = (f'<p><a href="/console/alerts">← 安全提醒</a></p><h1>{h(zh_name(alert["country"]))}：{h(alert["level"])}</h1>'
             f'{notice}{error}<p>状态：{h(_alert_state(alert))}</p><div class="actions">{actions}</div>'
             f'{_alert_form(csrf, f"/console/alerts/{alert_id}/save", form_data or alert["latest"], alert["latest_version"])}'
-            f'<h2>版本历史</h2><table><tbody>{history}</tbody></table>')
+            f'<h2>版本历史</h2>{history}')
     return _page(request, "安全提醒", body, "alerts", status=status)
 
 
