@@ -16,6 +16,8 @@ from handlers.texts import hotline, pick
 from knowledge.base import Snapshot
 from nlu.geo import DOMESTIC
 
+# WeChat refuses a passive text reply over 2048 bytes; keep room for the XML around it.
+PASSIVE_BYTES = 2000
 SAFETY = {1: "可能危及生命（据来信判断）", 2: "未知"}
 
 ASK_WHERE_ZH = "请告诉我您在哪个国家或城市（或直接发送位置），我把当地报警和急救电话发给您。"
@@ -41,9 +43,14 @@ async def emergency(turn: Turn) -> Outcome:
     country = turn.country
     priority = int(playbook.get("priority", 2))
     alerted = pick(turn.english, QUEUED_ZH, QUEUED_EN)
-    first = first_reply(kb, playbook, country, turn.english, hints_of(turn))
-    first += "\n" + await queue_line(turn, priority, alerted)
-    replies = [first] + followup_messages(playbook, turn.english)
+    hints = hints_of(turn)
+    queued = "\n" + await queue_line(turn, priority, alerted)
+    first = first_reply(kb, playbook, country, turn.english, hints) + queued
+    followups = followup_messages(playbook, turn.english)
+    if len(first.encode()) > PASSIVE_BYTES:  # a long safety alert must not cost the first reply
+        first = first_reply(kb, playbook, country, turn.english, hints, alerts=False) + queued
+        followups = [line_of_alerts(kb, country, turn.english)] + followups
+    replies = [first] + followups
     conversation = turn.conversation
     conversation.context["queue_priority"] = min(priority, int(conversation.context.get("queue_priority", 3)))
     if country:
@@ -58,7 +65,7 @@ async def emergency(turn: Turn) -> Outcome:
 
 
 def first_reply(kb: Snapshot, playbook: dict[str, Any], country: str | None, english: bool,
-                hints: list[str]) -> str:
+                hints: list[str], *, alerts: bool = True) -> str:
     """Opening, local numbers, duty phone, 12308, the steps, a live safety alert, and where they stand."""
     title = _text(playbook.get("title"), english)
     lines = [f"【{title}】" if not english else f"[{title}]"]
@@ -70,7 +77,8 @@ def first_reply(kb: Snapshot, playbook: dict[str, Any], country: str | None, eng
     if steps:
         lines.append(pick(english, STEPS_ZH, STEPS_EN))
         lines.extend(f"{i}. {step}" for i, step in enumerate(steps, 1))
-    lines.extend(alert_line(a, english) for a in kb.live_alerts(country)[:1])
+    if alerts:
+        lines.extend(alert_line(a, english) for a in kb.live_alerts(country)[:1])
     if not country:
         lines.append(pick(english, ASK_WHERE_ZH, ASK_WHERE_EN))
     return "\n".join(lines)
@@ -92,6 +100,10 @@ def contact_lines(kb: Snapshot, country: str | None, english: bool, hints: list[
             lines.append(duty)
     lines.append(hotline(english))
     return lines
+
+
+def line_of_alerts(kb: Snapshot, country: str | None, english: bool) -> str:
+    return "\n".join(alert_line(a, english) for a in kb.live_alerts(country)[:1])
 
 
 def followup_messages(playbook: dict[str, Any], english: bool) -> list[str]:

@@ -18,6 +18,9 @@ MAX_ANSWER_ZH = 1200
 LEVELS = ("注意安全", "谨慎前往", "暂勿前往")  # safety-alert levels, lowest to highest
 LEVELS_EN = {"注意安全": "Stay alert", "谨慎前往": "Travel with caution", "暂勿前往": "Do not travel for now"}
 MAX_ALERT_ZH = 300
+# The emergency first reply is one passive message (WeChat: at most 2048 bytes): title, opening, numbers,
+# duty phone, 12308, up to six steps and the queue line must fit, in Chinese (3 bytes a character) and English.
+PLAYBOOK_LIMITS = {"answer.zh": 100, "answer.en": 300, "step.zh": 40, "step.en": 120}
 BEIJING = timezone(timedelta(hours=8))
 
 
@@ -83,6 +86,14 @@ def check_entry(data: Any, file: str) -> list[Problem]:
                 for i, step in enumerate(steps.get(lang) or []):
                     if not isinstance(step, str) or not step.strip():
                         bad(f"steps.{lang}[{i}]", "each step is one line of text (quote it if it contains ': ')")
+                    elif len(step) > PLAYBOOK_LIMITS[f"step.{lang}"]:
+                        bad(f"steps.{lang}[{i}]", f"{len(step)} characters; keep a step under "
+                                                  f"{PLAYBOOK_LIMITS[f'step.{lang}']} so the first reply fits")
+        answer = data.get("answer") if isinstance(data.get("answer"), dict) else {}
+        for lang in ("zh", "en"):
+            if len(str(answer.get(lang) or "")) > PLAYBOOK_LIMITS[f"answer.{lang}"]:
+                bad(f"answer.{lang}", f"the opening of an emergency reply: keep it under "
+                                      f"{PLAYBOOK_LIMITS[f'answer.{lang}']} characters so the first reply fits")
         _text_map(data.get("followup"), "followup", bad, required=True)
     return problems
 
@@ -221,6 +232,8 @@ def check_alert(data: Any, entry: str = "alert", file: str = "console") -> list[
             bad("text.zh", f"{len(text['zh'])} characters; keep it under {MAX_ALERT_ZH}")
         if text.get("en") is not None and not isinstance(text.get("en"), str):
             bad("text.en", "must be text")
+        elif len(str(text.get("en") or "")) > 2 * MAX_ALERT_ZH:
+            bad("text.en", f"keep it under {2 * MAX_ALERT_ZH} characters")
     moments: dict[str, datetime] = {}
     for field in ("starts_at", "ends_at"):
         value = data.get(field)

@@ -233,3 +233,33 @@ async def test_directory_edits_are_checked_with_phonenumbers_and_published(bot: 
     status, _ = await call(bot, "POST", "/api/v1/directory/TH/rollback", token, {"version": 1})
     assert status == 200
     assert old_phone in await Chat(bot, fake_api, "o_dir_3").say("我在曼谷被抢劫了")
+
+
+async def test_a_long_alert_never_pushes_the_first_emergency_reply_past_wechats_limit(
+        bot: Running, fake_api: FakeWeChatAPI) -> None:
+    token = await ops_token(bot)
+    status, playbook = await call(bot, "GET", "/api/v1/faq/emergency_crime", token)
+    too_long = {**playbook["latest"], "answer": {**playbook["latest"]["answer"], "zh": "请保留所有收据和照片。" * 10}}
+    status, body = await call(bot, "PUT", "/api/v1/faq/emergency_crime", token, too_long)
+    assert status == 400 and "answer.zh" in problems(body), "an opening that cannot fit the first reply is refused"
+    longest = {**playbook["latest"], "answer": {**playbook["latest"]["answer"], "zh": "请保留所有收据和照片。" * 9},
+               "steps": {**playbook["latest"]["steps"], "zh": [(f"第{i}步：" + "尽快到最近的警察局报案并索取报案证明。" * 2)[:40]
+                                                               for i in range(1, 7)]}}
+    assert all(len(step) <= 40 for step in longest["steps"]["zh"])
+    status, body = await call(bot, "PUT", "/api/v1/faq/emergency_crime", token, longest)
+    assert status == 200, body
+    assert (await call(bot, "POST", "/api/v1/faq/emergency_crime/publish", token, {}))[0] == 200
+    today = datetime.now(UTC).date()
+    status, created = await call(bot, "POST", "/api/v1/alerts", token, alert(
+        "TH", "暂勿前往", "泰国南部局势紧张，" + "请远离人群聚集地点。" * 29, today.isoformat(),
+        (today + timedelta(days=7)).isoformat()))
+    assert status == 201 and len(created["latest"]["text"]["zh"]) == 299
+    assert (await call(bot, "POST", f"/api/v1/alerts/{created['id']}/publish", token, {}))[0] == 200
+
+    chat = Chat(bot, fake_api, "o_alert_long")
+    first = await chat.say("我在曼谷被抢劫了，钱包护照都没了")
+    assert len(first.encode()) <= 2048 and first.startswith("【") and "+86-10-12308" in first
+    assert "泰国南部局势紧张" not in first
+    await fake_api.wait_for_sent(1)
+    assert any(t.startswith("⚠️ 安全提醒（暂勿前往）：泰国南部局势紧张") for t in fake_api.texts_for("o_alert_long")), \
+        "the alert still reaches the person, in the next message"
