@@ -15,6 +15,8 @@ from tests.conftest import Running
 from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.fakes.wechat_server import text
 
+pytestmark = pytest.mark.databases
+
 
 async def staff(bot: Running, name: str, role: str, *, online: bool = True) -> str:
     accounts = bot.app[ACCOUNTS]

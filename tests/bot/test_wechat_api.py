@@ -13,6 +13,8 @@ from bot.storage.db import make_engine, make_sessionmaker, migrate
 from bot.wechat.api import NetworkError, OutsideWindow, QuotaExceeded, TokenError, WeChatAPI, WeChatAPIError
 from tests.fakes.wechat_api import FakeWeChatAPI
 
+pytestmark = pytest.mark.databases
+
 
 @pytest.fixture
 async def clients(settings: Settings, fake_api: FakeWeChatAPI) -> AsyncIterator[list[WeChatAPI]]:

@@ -17,9 +17,12 @@ import aiohttp
 import pytest
 
 from bot.settings import REPO_ROOT, Settings
+from tests import databases
 from tests.conftest import AES_KEY, APP_ID, APP_SECRET, TOKEN
 from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.fakes.wechat_server import WeChatSender, text
+
+pytestmark = pytest.mark.databases
 
 MESSAGES = 240
 CONCURRENCY = 16
@@ -123,9 +126,11 @@ async def test_kill_9_under_load_loses_and_repeats_nothing(settings: Settings, f
     outbox = _rows(settings, "SELECT message_id, COUNT(*) FROM outbox GROUP BY message_id HAVING COUNT(*) > 1")
     assert outbox == [], "no reply queued twice"
     assert _rows(settings, "SELECT COUNT(*) FROM outbox WHERE status IN ('pending','sending')") == [(0,)]
-    unanswered = [i for i, (mid, _, _) in enumerate(rows)
-                  if not passive[i] and not _rows(settings, "SELECT 1 FROM messages m JOIN outbox o ON o.message_id=m.id "
-                                                            "WHERE m.reply_to_id=? AND o.status='sent'", mid)]
+    index = {f"m:{9_100_000 + i}": i for i in range(MESSAGES)}  # channel key -> position in `messages`
+    unanswered = [index[key] for mid, key, _ in rows
+                  if not passive[index[key]] and not _rows(settings, "SELECT 1 FROM messages m JOIN outbox o "
+                                                                     "ON o.message_id=m.id WHERE m.reply_to_id=? "
+                                                                     "AND o.status='sent'", mid)]
     assert not unanswered, f"messages answered neither passively nor through the outbox: {unanswered[:5]}"
     assert max(sends.values(), default=1) <= MESSAGES  # sanity: the fake saw sends
 
@@ -143,7 +148,4 @@ async def _drain(settings: Settings, fake_api: FakeWeChatAPI, timeout: float = 4
 
 
 def _rows(settings: Settings, sql: str, *args: object) -> list[tuple[object, ...]]:
-    import sqlite3
-
-    with sqlite3.connect(settings.database_url.split("///", 1)[1]) as conn:
-        return list(conn.execute(sql, args))
+    return databases.rows(settings.database_url, sql, *args)
