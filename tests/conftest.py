@@ -36,8 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("databases"):
-        metafunc.parametrize("backend", BACKENDS, indirect=True)
+    """Modules marked ``databases`` run on both backends, unless a test names its own (``postgresql`` only)."""
+    if "backend" not in metafunc.fixturenames or not metafunc.definition.get_closest_marker("databases"):
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "backend" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
