@@ -33,6 +33,7 @@ BACKENDS = ("sqlite", "postgresql")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "databases: run the module's tests on SQLite and on PostgreSQL")
+    config.addinivalue_line("markers", "rasa_budget(seconds): RASA_TIMEOUT of the bot processes of a test")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
