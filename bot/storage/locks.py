@@ -70,15 +70,26 @@ class _Advisory:
         self.generation = 0  # bumped whenever the connection is replaced: locks on the old one are gone
 
     async def try_lock(self, key: int) -> int | None:
-        """Take the lock if free; the connection's generation if taken, None if held elsewhere."""
+        """Take the lock if free; the connection's generation if taken, None if held elsewhere.
+
+        A connection found dead (the server restarted, a proxy cut it) is replaced once; the locks it held
+        are gone with it, and their holders' unlocks are skipped (see ``generation``)."""
         async with self._io:
-            connection = await self._connect()
             try:
-                taken = (await connection.execute(select(func.pg_try_advisory_lock(USER_LOCKS, key)))).scalar()
+                return await self._try_lock(key)
+            except Exception:
+                await self._drop()
+                log.warning("the advisory-lock connection was lost; reconnecting", exc_info=True)
+            try:
+                return await self._try_lock(key)
             except Exception:
                 await self._drop()
                 raise
-            return self.generation if taken else None
+
+    async def _try_lock(self, key: int) -> int | None:
+        connection = await self._connect()
+        taken = (await connection.execute(select(func.pg_try_advisory_lock(USER_LOCKS, key)))).scalar()
+        return self.generation if taken else None
 
     async def unlock(self, key: int, generation: int) -> None:
         async with self._io:
