@@ -109,9 +109,11 @@ async def test_database_busy_for_two_seconds_messages_still_answered(bot: Runnin
             assert answers[0][0] in fake_api.texts_for(openid), "answered later through the outbox"
 
 
-def _hold_write_lock(url: str, seconds: float, holding: threading.Event) -> None:
-    """Another client of the database keeps it busy: SQLite's write lock, or an exclusive lock on PostgreSQL's
-    messages table (reads go on, writes wait)."""
+def _hold_write_lock(url: str, seconds: float, holding: threading.Event,
+                     release: threading.Event | None = None) -> None:
+    """Another client of the database keeps it busy for ``seconds`` (or until ``release``): SQLite's write lock,
+    or an exclusive lock on PostgreSQL's messages table (reads go on, writes wait)."""
+    release = release or threading.Event()
     if databases.is_postgres(url):
         async def hold() -> None:
             connection = await asyncpg.connect(make_url(url).set(drivername="postgresql")
@@ -120,7 +122,7 @@ def _hold_write_lock(url: str, seconds: float, holding: threading.Event) -> None
                 async with connection.transaction():
                     await connection.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
                     holding.set()
-                    await asyncio.sleep(seconds)
+                    await asyncio.to_thread(release.wait, seconds)
             finally:
                 await connection.close()
 
@@ -130,7 +132,7 @@ def _hold_write_lock(url: str, seconds: float, holding: threading.Event) -> None
     try:
         connection.execute("BEGIN IMMEDIATE")
         holding.set()
-        time.sleep(seconds)
+        release.wait(seconds)
         connection.execute("COMMIT")
     finally:
         connection.close()
@@ -142,3 +144,48 @@ async def _until(condition: object, timeout: float) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition never became true")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_database_drops_every_connection_messages_still_answered(bot: Running) -> None:
+    """PostgreSQL restarted or a proxy cut idle connections: the next messages are answered as usual."""
+    for i in range(3):  # the pool's connections and the lock connection are open and idle now
+        assert (await bot.wechat.post(text(f"oDropped{i}", "你好"))).text
+    dropped = bot.rows("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    assert len(dropped) >= 2 and all(ok for (ok,) in dropped)
+    results = await asyncio.gather(*(timed(bot, f"oDropped{i}", line) for i, line in
+                                     enumerate(["你好", EMERGENCY, "护照在曼谷丢了怎么办"])))
+    assert [reply.status for reply, _ in results] == [200, 200, 200]
+    assert all(took < WECHAT_WINDOW for _, took in results)
+    assert all(reply.text and "系统暂时出了点问题" not in reply.text for reply, _ in results), \
+        [reply.text for reply, _ in results]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_connection_lost_mid_request_is_retried_not_a_500(bot: Running) -> None:
+    """The bot's connection dies while it records a message (here: it waits on a lock, and the server ends
+    that backend): the webhook records it again on a fresh connection and answers."""
+    assert (await bot.wechat.post(text("oCut", "你好"))).text
+    url = bot.settings.database_url
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(url, 10.0, holding, release), daemon=True)
+    holder.start()
+    assert holding.wait(10)
+    pending = asyncio.create_task(timed(bot, "oCut", "护照在曼谷丢了怎么办"))
+    waiting: list[tuple[object, ...]] = []
+    for _ in range(100):  # the bot's insert now waits for the lock
+        waiting = bot.rows("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock'")
+        if waiting:
+            break
+        await asyncio.sleep(0.02)
+    assert waiting, "the bot never waited for the lock"
+    bot.rows("SELECT pg_terminate_backend(?)", waiting[0][0])
+    await asyncio.sleep(0.3)
+    release.set()
+    holder.join()
+    reply, took = await pending
+    assert reply.status == 200 and took < WECHAT_WINDOW
+    assert reply.text and "报案" in reply.text, reply.text
+    assert bot.count("messages", "direction='in'") == 2
