@@ -84,7 +84,9 @@ class Accounts:
         """Check a password; five failures lock the account for 15 minutes (audited either way)."""
         now = utcnow()
         async with self.sessions.begin() as session:
-            staff = (await session.execute(select(Staff).where(Staff.name == name))).scalar_one_or_none()
+            # Row-locked (PostgreSQL): attempts spread over several processes at once are all counted.
+            staff = (await session.execute(select(Staff).where(Staff.name == name).with_for_update())
+                     ).scalar_one_or_none()
             if staff is None or not staff.active:
                 _hasher.hash(password)  # same work for unknown names: no timing oracle
                 session.add(AuditEntry(actor=name[:64], action="login_failed", detail={"reason": "unknown"}))

@@ -26,6 +26,7 @@ from bot.retention import purge
 from bot.pipeline import Pipeline
 from bot.settings import Settings
 from bot.storage.db import make_engine, make_sessionmaker, migrate
+from bot.storage.locks import UserLocks
 from bot.storage.runner import make_runner
 from bot.storage.store import Store
 from bot.webhook import Webhook
@@ -92,8 +93,9 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     brain = await app[_BRAIN_FACTORY](settings, sessions)
     metrics = app[METRICS]
     outbox = Outbox(runner, api, poll=settings.outbox_poll_interval, on_result=metrics.outbox_result)
+    locks = UserLocks(settings.database_url)  # across processes on PostgreSQL
     pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox,
-                        on_handled=lambda kind, intent, engine: _count(metrics, kind, intent, engine))
+                        locks=locks, on_handled=lambda kind, intent, engine: _count(metrics, kind, intent, engine))
     brain.services.nlu.on_rasa_fallback = lambda reason: metrics.nlu_fallbacks.labels(reason=reason).inc()
     brain.services.queue.runner = runner  # queue positions on the hot path go through the writer too
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
@@ -127,6 +129,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
                 await task
         await brain.close()
         await http.close()
+        await locks.close()
         await runner.close()
         await engine.dispose()
 

@@ -3,6 +3,12 @@
 A webhook request waits for its message's answer only within the time budget. Retries of the
 same message (WeChat re-sends after 5 s) join the same in-flight work instead of starting new
 work. Whatever is not answered passively goes through the outbox.
+
+One user's messages are handled one at a time and in the order they were recorded (message id), also
+when several processes share a PostgreSQL database and the user's messages reach different processes:
+a message is handled under the user's lock (bot/storage/locks.py) and only once every earlier message of
+that user is answered. An earlier one that a live process holds is waited for; one whose worker failed or
+died is taken over and handled first, here.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.outbox import Outbox
-from bot.storage.store import ConversationState, Recorded, Store
+from bot.storage.locks import UserLocks
+from bot.storage.store import ConversationState, Loaded, Recorded, Store
 from bot.wechat.messages import Inbound
 from handlers.base import Outcome, Turn
 from handlers.texts import HOTLINE_EN, HOTLINE_ZH
@@ -25,6 +32,8 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
 SAVE_MARGIN = 0.15  # seconds kept back for saving and rendering before a waiter's deadline
 POLL = 0.05
+ORDER_POLL = 0.02  # how often a message waiting for an earlier one of its user looks again
+RECOVERY_WINDOW = timedelta(hours=6)  # unanswered messages older than this are neither recovered nor waited for
 
 SAFE_REPLY = ("抱歉，系统暂时出了点问题，您的消息已收到。如有危险请先拨打当地报警电话。\n" + HOTLINE_ZH +
               "\n\nSorry, something went wrong on our side. If you are in danger call local police first. " +
@@ -47,7 +56,7 @@ class Pipeline:
     """Runs each inbound message once, in order per user, and delivers its answer."""
 
     def __init__(self, store: Store, make_turn: TurnFactory, respond: Respond, *, budget: float,
-                 outbox: Outbox | None = None,
+                 outbox: Outbox | None = None, locks: UserLocks | None = None,
                  on_handled: Callable[[str, str | None, str | None], None] | None = None) -> None:
         self.store = store
         self.on_handled = on_handled
@@ -57,8 +66,7 @@ class Pipeline:
         self.outbox = outbox
         self._slots: dict[int, Slot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._lock_users: dict[str, int] = {}
+        self.locks = locks or UserLocks()
 
     async def handle(self, msg: Inbound, arrived: float) -> str | None:
         """Record ``msg`` and return its passive reply, or None to answer ``success``."""
@@ -121,19 +129,67 @@ class Pipeline:
     async def _run(self, msg: Inbound, recorded: Recorded, slot: Slot) -> None:
         started = time.monotonic()
         try:
-            async with self._user_lock(msg.openid):
-                conversation, generation = await self.store.load_conversation(recorded.user_id)
-                turn = await self.make_turn(msg, conversation, generation)
-                outcome = await self._respond_safely(turn, recorded)
-                await self._save_and_deliver(turn, outcome, recorded, slot, started)
+            await self._in_order(msg, recorded, slot, started)
         except asyncio.CancelledError:
             raise
         except Exception:  # task top: the person must still hear something, and 12308
             log.exception("message failed after recording", extra={"message_id": recorded.message_id})
             if not slot.result.done():
                 slot.result.set_result(SAFE_REPLY if slot.waiters else None)
+            await self._release(recorded.message_id)
         finally:
             self._slots.pop(recorded.message_id, None)
+
+    async def _in_order(self, msg: Inbound, recorded: Recorded, slot: Slot, started: float) -> None:
+        """Handle the message under the user's lock once every earlier message of the user is answered."""
+        tried: set[int] = set()  # earlier abandoned messages taken over once; if they fail again, go on
+        while True:
+            async with self.locks.hold(recorded.user_id):
+                while True:
+                    loaded = await self.store.load_turn(recorded.user_id, recorded.message_id, RECOVERY_WINDOW)
+                    if loaded.busy:
+                        break  # a live worker holds an earlier message: let it have the lock
+                    stale = [m for m in loaded.abandoned if m not in tried]
+                    if not stale:
+                        await self._handle(msg, recorded, slot, started, loaded)
+                        return
+                    for earlier in stale:
+                        tried.add(earlier)
+                        await self._take_over_earlier(earlier)
+            await asyncio.sleep(ORDER_POLL)
+
+    async def _take_over_earlier(self, message_id: int) -> None:
+        """An earlier message of the user whose worker failed or died: handle it now (we hold the user's lock);
+        its replies go through the outbox unless a retry of it is waiting here."""
+        if message_id in self._slots or not await self.store.claim(message_id, LEASE):
+            return
+        openid, kind, text, user_id = await self.store.inbound_for_retry(message_id)
+        recorded = Recorded(message_id, user_id, False, "received", None)
+        slot = self._slots[message_id] = Slot()
+        try:
+            loaded = await self.store.load_turn(user_id, message_id, RECOVERY_WINDOW)
+            await self._handle(_rebuild(openid, kind, text), recorded, slot, time.monotonic(), loaded)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the later message still gets its turn; this one is left for recovery
+            log.exception("taking over an earlier message failed", extra={"message_id": message_id})
+            if not slot.result.done():
+                slot.result.set_result(SAFE_REPLY if slot.waiters else None)
+            await self._release(message_id)
+        finally:
+            self._slots.pop(message_id, None)
+
+    async def _handle(self, msg: Inbound, recorded: Recorded, slot: Slot, started: float, loaded: Loaded) -> None:
+        turn = await self.make_turn(msg, loaded.conversation, loaded.generation)
+        outcome = await self._respond_safely(turn, recorded)
+        await self._save_and_deliver(turn, outcome, recorded, slot, started)
+
+    async def _release(self, message_id: int) -> None:
+        try:
+            await self.store.release(message_id)
+        except Exception:  # the lease then simply runs out
+            log.warning("could not release the lease of a failed message", exc_info=True,
+                        extra={"message_id": message_id})
 
     async def _respond_safely(self, turn: Turn, recorded: Recorded) -> Outcome:
         try:
@@ -168,10 +224,7 @@ class Pipeline:
         if self.outbox is not None and (len(saved.reply_ids) > (1 if slot.result.result() else 0)):
             self.outbox.wake()
 
-    def _user_lock(self, openid: str) -> _UserLock:
-        return _UserLock(self, openid)
-
-    async def recover(self, older_than: timedelta = timedelta(hours=6)) -> int:
+    async def recover(self, older_than: timedelta = RECOVERY_WINDOW) -> int:
         """Answer messages whose worker died before answering (a crash); replies go to the outbox."""
         done = 0
         for message_id in await self.store.stale_unanswered(older_than):
@@ -188,27 +241,6 @@ class Pipeline:
         """Let in-flight messages finish (bounded), so nothing half-handled is left behind."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
-
-
-class _UserLock:
-    """Per-user in-process lock, dropped from the table when nobody holds or waits for it."""
-
-    def __init__(self, pipeline: Pipeline, openid: str) -> None:
-        self.pipeline = pipeline
-        self.openid = openid
-
-    async def __aenter__(self) -> None:
-        locks, users = self.pipeline._locks, self.pipeline._lock_users
-        lock = locks.setdefault(self.openid, asyncio.Lock())
-        users[self.openid] = users.get(self.openid, 0) + 1
-        await lock.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        locks, users = self.pipeline._locks, self.pipeline._lock_users
-        locks[self.openid].release()
-        users[self.openid] -= 1
-        if users[self.openid] == 0:
-            del users[self.openid], locks[self.openid]
 
 
 def _rebuild(openid: str, kind: str, text: str | None) -> Inbound:

@@ -70,7 +70,7 @@ class Queue:
 
     async def claim(self, escalation_id: int, who: Principal) -> dict[str, Any]:
         async with self.sessions.begin() as session:
-            esc = await self._get(session, escalation_id)
+            esc = await self._get(session, escalation_id, lock=True)
             if esc.status == "closed":
                 raise QueueError("this case is closed")
             if esc.status == "assigned" and esc.assignee != who.name:
@@ -85,7 +85,7 @@ class Queue:
 
     async def transfer(self, escalation_id: int, who: Principal, to: str) -> dict[str, Any]:
         async with self.sessions.begin() as session:
-            esc = await self._get(session, escalation_id)
+            esc = await self._get(session, escalation_id, lock=True)
             if esc.status == "closed":
                 raise QueueError("this case is closed")
             if esc.assignee not in (None, who.name) and who.role not in ("supervisor", "admin"):
@@ -101,7 +101,7 @@ class Queue:
 
     async def close(self, escalation_id: int, who: Principal) -> dict[str, Any]:
         async with self.sessions.begin() as session:
-            esc = await self._get(session, escalation_id)
+            esc = await self._get(session, escalation_id, lock=True)
             if esc.status == "closed":
                 raise QueueError("this case is already closed")
             self._check_owner(esc, who)
@@ -118,7 +118,7 @@ class Queue:
         if not text or len(text) > 2000:
             raise QueueError("text: 1 to 2000 characters", 400)
         async with self.sessions.begin() as session:
-            esc = await self._get(session, escalation_id)
+            esc = await self._get(session, escalation_id, lock=True)
             if esc.status != "assigned":
                 raise QueueError("claim the case before replying")
             self._check_owner(esc, who)
@@ -130,7 +130,7 @@ class Queue:
         if not text.strip():
             raise QueueError("text: required", 400)
         async with self.sessions.begin() as session:
-            esc = await self._get(session, escalation_id)
+            esc = await self._get(session, escalation_id, lock=True)
             session.add(CaseNote(escalation_id=esc.id, author=who.name, text=text.strip()[:4000]))
             await audit(session, who.name, "note", f"escalation:{esc.id}")
 
@@ -169,7 +169,7 @@ class Queue:
         async with self.sessions.begin() as session:
             esc = (await session.execute(
                 select(Escalation).where(Escalation.conversation_id == conversation_id, Escalation.status == "closed")
-                .order_by(Escalation.closed_at.desc()).limit(1))).scalar_one_or_none()
+                .order_by(Escalation.closed_at.desc()).limit(1).with_for_update())).scalar_one_or_none()
             if esc is None:
                 return False
             esc.rating = rating
@@ -207,9 +207,10 @@ class Queue:
         now = utcnow()
         breached: list[dict[str, Any]] = []
         async with self.sessions.begin() as session:
+            # Every process runs this loop: rows another process is flagging right now are skipped.
             rows = (await session.execute(select(Escalation).where(
                 Escalation.status == "waiting", Escalation.breached_at.is_(None),
-                Escalation.sla_due_at < now))).scalars().all()
+                Escalation.sla_due_at < now).with_for_update(skip_locked=True))).scalars().all()
             for esc in rows:
                 esc.breached_at = now
                 if esc.priority == 1:
@@ -230,8 +231,10 @@ class Queue:
             raise QueueError(f"this case belongs to {esc.assignee}", 403)
 
     @staticmethod
-    async def _get(session: AsyncSession, escalation_id: int) -> Escalation:
-        esc = await session.get(Escalation, escalation_id)
+    async def _get(session: AsyncSession, escalation_id: int, *, lock: bool = False) -> Escalation:
+        """The escalation; ``lock``: row-locked until the transaction ends (PostgreSQL), so officers on two
+        processes acting on one case at once take turns and the second sees what the first did."""
+        esc = await session.get(Escalation, escalation_id, with_for_update=lock)
         if esc is None:
             raise QueueError("no such escalation", 404)
         return esc

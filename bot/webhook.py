@@ -8,7 +8,7 @@ import secrets
 import time
 
 from aiohttp import web
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from bot.errors import BadRequest, Forbidden
 from bot.metrics import Metrics
@@ -88,12 +88,13 @@ class Webhook:
         return parse_inbound(body)
 
     async def _answer(self, msg: Inbound, arrived: float) -> str | None:
-        """The pipeline's passive reply; the database being busy is retried, never a 500."""
+        """The pipeline's passive reply; a database error (busy, or the connection lost mid-way) is retried
+        on a fresh connection, never a 500 (recording is idempotent: dedup on the channel key)."""
         for attempt in range(RECORD_ATTEMPTS):
             try:
                 return await self.pipeline.handle(msg, arrived)
-            except OperationalError:
-                log.warning("database busy recording a message (attempt %d)", attempt + 1)
+            except DBAPIError as exc:
+                log.warning("database error recording a message (attempt %d): %s", attempt + 1, type(exc.orig).__name__)
                 await asyncio.sleep(0.1 * (attempt + 1))
         # Nothing could be stored: WeChat will re-send; meanwhile the person still gets 12308.
         return SAFE_REPLY

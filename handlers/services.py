@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.accounts import Accounts
 from bot.queue import Queue
 from bot.settings import Settings
+from bot.storage.locks import SEED_LOCKS, process_lock
 from bot.storage.runner import Runner
 from knowledge import seed
 from knowledge.base import KnowledgeBase
@@ -66,4 +67,5 @@ async def seed_knowledge(settings: Settings, sessions: async_sessionmaker[AsyncS
     data = await asyncio.to_thread(seed.read, settings.data_dir)
     for problem in data.problems:
         log.error("knowledge seed problem: %s", problem)
-    return await seed.apply(sessions, data)
+    async with process_lock(sessions, SEED_LOCKS):  # processes starting together seed one after the other
+        return await seed.apply(sessions, data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATING = threading.Lock()  # Alembic's context is module-global: one migration at a time in a process
 
 
 def is_sqlite(url: str) -> bool:
@@ -67,7 +69,8 @@ def migrate_sync(url: str) -> None:
     """Create or upgrade the schema to the newest migration (blocking)."""
     if is_sqlite(url):
         _ensure_sqlite_dir(url)
-    command.upgrade(alembic_config(url), "head")
+    with _MIGRATING:
+        command.upgrade(alembic_config(url), "head")
 
 
 async def migrate(url: str) -> None:

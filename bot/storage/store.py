@@ -54,6 +54,19 @@ class ConversationState:
     location_label: str | None = None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What a turn starts from: the conversation, and whether earlier messages of the user are still open.
+
+    ``busy``: earlier unanswered messages a live process holds (handling them, or about to); ``abandoned``:
+    earlier unanswered messages nobody holds (their worker failed or died)."""
+
+    conversation: ConversationState
+    generation: int
+    busy: list[int]
+    abandoned: list[int]
+
+
 @dataclass
 class Saved:
     """An outcome as stored: outbound message ids in order, and the passive one if any."""
@@ -154,20 +167,41 @@ class Store:
 
         return await self.runner.run(unit)
 
-    async def load_conversation(self, user_id: int) -> tuple[ConversationState, int]:
-        """The user's conversation (created on first use) and the knowledge base's generation."""
+    async def load_turn(self, user_id: int, message_id: int, since: timedelta) -> Loaded:
+        """The user's conversation (created on first use), the knowledge base's generation, and the user's
+        earlier messages (recorded less than ``since`` ago) that are still unanswered."""
         dialect = self.dialect
 
-        def unit(conn: Connection) -> tuple[ConversationState, int]:
+        def unit(conn: Connection) -> Loaded:
+            now = utcnow()
             loaded = _read_conversation(conn, user_id)
             if loaded is None:
                 run_insert(conn, CONVERSATIONS, dict(user_id=user_id, state="idle", language="zh", context={},
-                                                     updated_at=utcnow()), dialect, conflict="user_id")
+                                                     updated_at=now), dialect, conflict="user_id")
                 loaded = _read_conversation(conn, user_id)
             assert loaded is not None
-            return loaded
+            earlier = conn.execute(EARLIER_UNANSWERED, {"user_id": user_id, "message_id": message_id,
+                                                        "since": now - since}).all()
+            busy: list[int] = []
+            abandoned: list[int] = []
+            if earlier:
+                alive = set(conn.execute(ALIVE, {"since": now - DEAD_AFTER}).scalars())
+                for row in earlier:
+                    live = row.lease_until is not None and row.lease_until > now and row.lease_owner in alive
+                    (busy if live else abandoned).append(row.id)
+            return Loaded(loaded[0], loaded[1], busy, abandoned)
 
         return await self.runner.run(unit)
+
+    async def release(self, message_id: int) -> None:
+        """Give up this process's lease on an unanswered message (its handling failed): anyone may take it."""
+        me = self.instance
+
+        def unit(conn: Connection) -> None:
+            conn.execute(update(Message).where(Message.id == message_id, Message.status == "received",
+                                               Message.lease_owner == me).values(lease_until=None, lease_owner=None))
+
+        await self.runner.run(unit)
 
     async def save_turn(self, *, message_id: int, conversation: ConversationState, replies: list[str],
                         passive: bool, inbound_update: dict[str, Any], user_update: dict[str, Any],
@@ -235,6 +269,15 @@ USERS: Table = User.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 OUTBOX: Table = OutboxItem.__table__  # type: ignore[assignment]
+
+
+EARLIER_UNANSWERED = (
+    select(Message.id, Message.lease_until, Message.lease_owner)
+    .where(Message.user_id == bindparam("user_id"), Message.id < bindparam("message_id"), Message.direction == "in",
+           Message.status == "received", Message.created_at > bindparam("since", type_=UTCDateTime))
+    .order_by(Message.id)
+)
+ALIVE = select(Instance.id).where(Instance.heartbeat_at > bindparam("since", type_=UTCDateTime))
 
 
 def _abandoned(now: datetime) -> Any:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import LingbaoError
+from bot.storage.locks import TOKEN_LOCKS, process_lock, token_lock_key
 from bot.storage.models import WeChatToken, utcnow
 
 log = logging.getLogger(__name__)
@@ -142,11 +143,16 @@ class WeChatAPI:
         return check_response(data)
 
     async def access_token(self, rejected: str | None = None) -> str:
-        """A valid token: memory, then the shared database row, then ``stable_token`` (single flight)."""
+        """A valid token: memory, then the shared database row, then ``stable_token`` (single flight).
+
+        One refresh at a time per process (an asyncio lock) and, on PostgreSQL, across processes (an advisory
+        lock on the app id), so a process that waited finds the token another one just stored instead of
+        fetching one again.
+        """
         now = utcnow()
         if self._token and self._token[0] != rejected and self._token[1] > now:
             return self._token[0]
-        async with self._refresh_lock:
+        async with self._refresh_lock, process_lock(self.sessions, TOKEN_LOCKS, token_lock_key(self.app_id)):
             stored = await self._load()
             if stored and stored[0] != rejected and stored[1] > utcnow():
                 self._token = stored

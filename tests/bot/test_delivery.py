@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 from typing import Any
 
@@ -14,6 +16,8 @@ from handlers.services import Services
 from tests.conftest import Running, StartBot
 from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.fakes.wechat_server import text
+
+pytestmark = pytest.mark.databases
 
 
 class ScriptedBrain(Brain):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import Running
 from tests.fakes.wechat_server import event, text
+
+pytestmark = pytest.mark.databases
 
 
 async def scrape(bot: Running) -> str:

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from bot.api import ACCOUNTS
+from bot.api import ACCOUNTS, QUEUE
 from bot.settings import REPO_ROOT, Settings
 from tests.conftest import Running
 from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.fakes.wechat_server import text
+
+pytestmark = pytest.mark.databases
 
 
 async def staff(bot: Running, name: str, role: str, *, online: bool = True) -> str:
@@ -190,3 +192,48 @@ def test_sla_minutes_are_configurable() -> None:
     assert [custom.sla(p).total_seconds() for p in (1, 2, 3)] == [60, 300, 1200]
     with pytest.raises(Exception, match="BOT_SLA_MINUTES"):
         Settings.from_env({"BOT_SLA_MINUTES": "1,2"}, demo=True)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # several processes need PostgreSQL
+async def test_two_officers_on_two_processes_claiming_one_case_only_one_gets_it(start_bot: Any) -> None:
+    first, second = await start_bot(), await start_bot()  # two bot processes on one database
+    alice, bob = await staff(first, "alice", "officer"), await staff(second, "bob", "officer")
+    people = [f"oContested{i}" for i in range(4)]
+    for person in people:
+        await first.wechat.post(text(person, "转人工"))
+    cases = [item["id"] for item in (await api(first, "GET", "/api/v1/escalations", alice))[1]["items"]]
+    assert len(cases) == len(people)
+    for case in cases:
+        results = await asyncio.gather(api(first, "POST", f"/api/v1/escalations/{case}/claim", alice),
+                                       api(second, "POST", f"/api/v1/escalations/{case}/claim", bob))
+        assert sorted(status for status, _ in results) == [200, 409], results
+        winner = next(body["assignee"] for status, body in results if status == 200)
+        assert first.rows("SELECT assignee FROM escalations WHERE id=?", case) == [(winner,)]
+    claimed = first.rows("SELECT COUNT(*) FROM messages WHERE direction='out' AND text LIKE '值班人员已接手%'")
+    assert claimed == [(len(people),)], "each citizen told once that an officer took the case"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # several processes need PostgreSQL
+async def test_sla_breach_is_flagged_once_by_two_processes(start_bot: Any, settings: Settings,
+                                                           fake_api: FakeWeChatAPI) -> None:
+    fast = settings.replace(sla_minutes=(0.01, 0.01, 0.01))
+    first, second = await asyncio.gather(start_bot(fast), start_bot(fast))
+    await first.wechat.post(text("oLateTwice", "救命 我被绑架了 在曼谷"))
+    await asyncio.sleep(1.0)  # past its SLA; both processes' SLA rounds (every 5 s) have not come round yet
+    flagged = await asyncio.gather(first.app[QUEUE].check_sla(), second.app[QUEUE].check_sla())
+    assert sorted(len(cases) for cases in flagged) == [0, 1], "one process flagged it, the other skipped it"
+    await _until(lambda: any("立即拨打12308" in t for t in fake_api.texts_for("oLateTwice")), timeout=5)
+    await asyncio.sleep(5.5)  # the background rounds of both processes come and go
+    assert first.count("audit_log", "action='sla_breach'") == 1
+    assert sum("立即拨打12308" in t for t in fake_api.texts_for("oLateTwice")) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # several processes need PostgreSQL
+async def test_login_lockout_counts_failures_on_every_process(start_bot: Any) -> None:
+    first, second = await start_bot(), await start_bot()
+    await first.app[ACCOUNTS].add("ivan", "officer", "the-right-password")
+    # Five wrong passwords at once, spread over both processes.
+    results = await asyncio.gather(*((first, second)[i % 2].app[ACCOUNTS].login("ivan", f"wrong-{i}")
+                                     for i in range(5)))
+    assert results == [None] * 5
+    assert await second.app[ACCOUNTS].login("ivan", "the-right-password") is None, "locked for 15 minutes"

@@ -11,6 +11,8 @@ from bot.wechat.crypto import sign
 from tests.conftest import TOKEN, Running, StartBot
 from tests.fakes.wechat_server import event, text, xml_message
 
+pytestmark = pytest.mark.databases
+
 
 async def test_url_verification_echoes(bot: Running) -> None:
     params = bot.wechat.signed_params()

@@ -13,6 +13,8 @@ from bot.storage.db import make_engine, make_sessionmaker, migrate
 from bot.wechat.api import NetworkError, OutsideWindow, QuotaExceeded, TokenError, WeChatAPI, WeChatAPIError
 from tests.fakes.wechat_api import FakeWeChatAPI
 
+pytestmark = pytest.mark.databases
+
 
 @pytest.fixture
 async def clients(settings: Settings, fake_api: FakeWeChatAPI) -> AsyncIterator[list[WeChatAPI]]:
@@ -106,3 +108,29 @@ async def test_expired_token_is_refreshed_before_use(clients: list[WeChatAPI], f
     fake_api.rotate()  # the platform now issues a new token on request
     await api.send_text("oI", "三")
     assert api.token_fetches == 2 and fake_api.texts_for("oI") == ["一", "二", "三"]
+
+
+@pytest.fixture
+async def processes(settings: Settings, fake_api: FakeWeChatAPI) -> AsyncIterator[list[WeChatAPI]]:
+    """Two clients with an engine (a connection pool) each, as two bot processes on one database have."""
+    engines = [make_engine(settings.database_url) for _ in range(2)]
+    http = aiohttp.ClientSession()
+    yield [WeChatAPI(http, make_sessionmaker(engine), base=fake_api.base, app_id=settings.app_id,
+                     app_secret=settings.app_secret, timeout=2.0) for engine in engines]
+    await http.close()
+    for engine in engines:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # several processes need PostgreSQL
+async def test_one_token_refresh_at_a_time_across_processes(processes: list[WeChatAPI],
+                                                            fake_api: FakeWeChatAPI) -> None:
+    fake_api.token_delay = 0.3  # a slow stable_token: without coordination both processes would call it
+    await asyncio.gather(*(api.send_text("oJ", f"{n}-{i}") for n, api in enumerate(processes) for i in range(3)))
+    assert fake_api.token_requests == 1
+    assert sorted(api.token_fetches for api in processes) == [0, 1]
+
+    fake_api.rotate()  # the token is refused from now on (40001) in both processes at once
+    await asyncio.gather(*(api.send_text("oJ", f"again-{n}") for n, api in enumerate(processes)))
+    assert fake_api.token_requests == 2, "one process refreshed; the other found the new token in the database"
+    assert len(fake_api.texts_for("oJ")) == 8

@@ -11,6 +11,8 @@ from bot.api import ACCOUNTS
 from tests.conftest import Running
 from tests.fakes.wechat_server import text
 
+pytestmark = pytest.mark.databases
+
 FORMS = ["/console/logout", "/console/presence", "/console/case/1/claim", "/console/case/1/close",
          "/console/case/1/transfer", "/console/case/1/reply", "/console/case/1/note"]
 PAGES = ["/console/", "/console/case/1", "/console/case/1/transcript", "/console/team", "/console/reports",

@@ -2,7 +2,8 @@
 
 Behaviour is scripted per test: ``fail_next`` queues error answers for custom/send, ``rotate``
 makes the current token invalid (as another process's force refresh would), ``delay`` slows
-answers down.
+answers down, ``token_delay`` slows stable_token only, ``go_offline`` closes the port (connections
+refused) until ``come_back`` listens on the same port again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class FakeWeChatAPI:
     app_id: str
     app_secret: str
     tokens_issued: int = 0
+    token_requests: int = 0  # every call to stable_token, whatever it answered
+    token_delay: float = 0.0
     valid_tokens: set[str] = field(default_factory=set)
     sent: list[Sent] = field(default_factory=list)
     typing: list[dict[str, Any]] = field(default_factory=list)
@@ -41,12 +44,13 @@ class FakeWeChatAPI:
     http_status: int = 200
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _server: TestServer | None = None
+    _port: int | None = None
     received: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def base(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
+        assert self._port is not None
+        return f"http://127.0.0.1:{self._port}"
 
     def fail_next(self, errcode: int, errmsg: str = "scripted", times: int = 1) -> None:
         self.send_errors.extend({"errcode": errcode, "errmsg": errmsg} for _ in range(times))
@@ -72,15 +76,28 @@ class FakeWeChatAPI:
         app.router.add_post("/cgi-bin/stable_token", self._token)
         app.router.add_post("/cgi-bin/message/custom/send", self._send)
         app.router.add_post("/cgi-bin/message/custom/typing", self._typing)
-        self._server = TestServer(app, host="127.0.0.1")
+        self._server = TestServer(app, host="127.0.0.1", port=self._port)
         await self._server.start_server()
+        self._port = self._server.port
 
     async def close(self) -> None:
         if self._server is not None:
             await self._server.close()
+            self._server = None
+
+    async def go_offline(self) -> None:
+        """Stop listening: calls now fail with a refused connection, as if WeChat were unreachable."""
+        await self.close()
+
+    async def come_back(self) -> None:
+        """Listen again on the same port (tokens issued before are still valid)."""
+        await self.start()
 
     async def _token(self, request: web.Request) -> web.Response:
+        self.token_requests += 1
         await self._slow()
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
         body = await request.json()
         if body.get("appid") != self.app_id or body.get("secret") != self.app_secret:
             return web.json_response({"errcode": 40013, "errmsg": "invalid appid"})

@@ -4,11 +4,6 @@ WeChat would. Every message is answered, none twice, and pending outbox messages
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,59 +11,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.settings import REPO_ROOT, Settings
-from tests.conftest import AES_KEY, APP_ID, APP_SECRET, TOKEN
+from bot.settings import Settings
+from tests import databases
+from tests.conftest import AES_KEY, APP_ID, TOKEN
 from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.fakes.wechat_server import WeChatSender, text
+from tests.integration.bots import BotProcess, free_port
+
+pytestmark = pytest.mark.databases
 
 MESSAGES = 240
 CONCURRENCY = 16
 TEXTS = ["我在迪拜被警察抓了", "护照在曼谷丢了怎么办", "你好", "转人工", "我朋友在西港联系不上了", "谢谢",
          "Is that call from 12308 real?", "今天天气怎么样"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class BotProcess:
-    """`python -m bot serve` as a separate process (so it can be killed for real)."""
-
-    def __init__(self, settings: Settings, port: int, log: Path) -> None:
-        self.env = dict(os.environ, BOT_DATABASE_URL=settings.database_url, BOT_PORT=str(port), BOT_HOST="127.0.0.1",
-                        WECHAT_TOKEN=TOKEN, WECHAT_APP_ID=APP_ID, WECHAT_APP_SECRET=APP_SECRET,
-                        WECHAT_ENCODING_AES_KEY=AES_KEY, WECHAT_API_BASE=settings.api_base, BOT_SECRET_KEY="c" * 64,
-                        BOT_VAR_DIR=str(REPO_ROOT / "var"))
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "bot", "--log-level", "WARNING", "serve"],
-                                            cwd=REPO_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    async with http.get(f"{self.url}/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"bot did not start; see {self.log}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
 
 
 @pytest.fixture
@@ -123,9 +78,11 @@ async def test_kill_9_under_load_loses_and_repeats_nothing(settings: Settings, f
     outbox = _rows(settings, "SELECT message_id, COUNT(*) FROM outbox GROUP BY message_id HAVING COUNT(*) > 1")
     assert outbox == [], "no reply queued twice"
     assert _rows(settings, "SELECT COUNT(*) FROM outbox WHERE status IN ('pending','sending')") == [(0,)]
-    unanswered = [i for i, (mid, _, _) in enumerate(rows)
-                  if not passive[i] and not _rows(settings, "SELECT 1 FROM messages m JOIN outbox o ON o.message_id=m.id "
-                                                            "WHERE m.reply_to_id=? AND o.status='sent'", mid)]
+    index = {f"m:{9_100_000 + i}": i for i in range(MESSAGES)}  # channel key -> position in `messages`
+    unanswered = [index[key] for mid, key, _ in rows
+                  if not passive[index[key]] and not _rows(settings, "SELECT 1 FROM messages m JOIN outbox o "
+                                                                     "ON o.message_id=m.id WHERE m.reply_to_id=? "
+                                                                     "AND o.status='sent'", mid)]
     assert not unanswered, f"messages answered neither passively nor through the outbox: {unanswered[:5]}"
     assert max(sends.values(), default=1) <= MESSAGES  # sanity: the fake saw sends
 
@@ -143,7 +100,4 @@ async def _drain(settings: Settings, fake_api: FakeWeChatAPI, timeout: float = 4
 
 
 def _rows(settings: Settings, sql: str, *args: object) -> list[tuple[object, ...]]:
-    import sqlite3
-
-    with sqlite3.connect(settings.database_url.split("///", 1)[1]) as conn:
-        return list(conn.execute(sql, args))
+    return databases.rows(settings.database_url, sql, *args)
