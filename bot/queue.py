@@ -234,6 +234,14 @@ class Queue:
     async def _get(session: AsyncSession, escalation_id: int, *, lock: bool = False) -> Escalation:
         """The escalation; ``lock``: row-locked until the transaction ends (PostgreSQL), so officers on two
         processes acting on one case at once take turns and the second sees what the first did."""
+        if lock:
+            # Lock the conversation first, as the message pipeline does when it saves a turn (conversation,
+            # then escalation): taking them in the other order could deadlock with a citizen's message.
+            conversation_id = (await session.execute(select(Escalation.conversation_id).where(
+                Escalation.id == escalation_id))).scalar_one_or_none()
+            if conversation_id is not None:
+                await session.execute(select(Conversation.id).where(Conversation.id == conversation_id)
+                                      .with_for_update())
         esc = await session.get(Escalation, escalation_id, with_for_update=lock)
         if esc is None:
             raise QueueError("no such escalation", 404)

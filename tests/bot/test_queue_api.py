@@ -237,3 +237,30 @@ async def test_login_lockout_counts_failures_on_every_process(start_bot: Any) ->
                                      for i in range(5)))
     assert results == [None] * 5
     assert await second.app[ACCOUNTS].login("ivan", "the-right-password") is None, "locked for 15 minutes"
+
+
+async def test_officers_acting_while_the_citizen_writes_never_deadlock(bot: Running) -> None:
+    """Transfers lock the case while the citizen's messages update the same conversation and case: both must
+    take the rows in one order, or PostgreSQL aborts one side (a 500 for the officer, an error reply for the
+    citizen)."""
+    alice, bob = await staff(bot, "alice", "officer"), await staff(bot, "bob", "officer")
+    await bot.wechat.post(text("oRace", "救命 我被绑架了", msg_id=5_500_000))
+    eid = bot.rows("SELECT id FROM escalations")[0][0]
+    assert (await api(bot, "POST", f"/api/v1/escalations/{eid}/claim", alice))[0] == 200
+
+    async def citizen(i: int) -> str:
+        reply = await bot.wechat.post(text("oRace", f"我被绑架了，他们还在打我，第{i}次", msg_id=5_500_001 + i))
+        assert reply.status == 200
+        return reply.text or ""
+
+    async def officer(i: int) -> int:
+        to = "bob" if i % 2 == 0 else "alice"
+        return (await api(bot, "POST", f"/api/v1/escalations/{eid}/transfer", alice if i % 2 == 0 else bob,
+                          {"to": to}))[0]
+
+    results = await asyncio.gather(*(f(i) for i in range(20) for f in (citizen, officer)))
+    statuses = [r for r in results if isinstance(r, int)]
+    replies = [r for r in results if isinstance(r, str)]
+    assert set(statuses) <= {200, 403}, statuses  # 403: the other officer got it first
+    assert not any("系统暂时出了点问题" in r for r in replies)
+    assert bot.count("messages", "direction='in' AND status='answered'") == 21

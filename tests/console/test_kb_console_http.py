@@ -11,6 +11,8 @@ from tests.conftest import Running
 from tests.console.test_console_http import signed_in
 from tests.knowledge.test_editor import SOURCE, call
 
+pytestmark = pytest.mark.databases
+
 PAGES = ["/console/kb", "/console/kb/new", "/console/kb/visa", "/console/kb/visa/diff?from=1&to=1",
          "/console/directory", "/console/directory/TH", "/console/alerts"]
 FORMS = ["/console/kb/new", "/console/kb/visa/save", "/console/kb/visa/publish", "/console/kb/visa/rollback",

@@ -17,6 +17,8 @@ from tests.handlers.support import first_line, kb
 from tests.integration.test_crash import BotProcess, free_port
 from tests.knowledge.test_editor import call, ops_token
 
+pytestmark = pytest.mark.databases
+
 
 @pytest.fixture
 async def other_process(settings: Settings, tmp_path: Path) -> AsyncIterator[BotProcess]:

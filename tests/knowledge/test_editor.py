@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import phonenumbers
+import pytest
 
 from bot.api import ACCOUNTS
 from bot.api_kb import KB
@@ -14,6 +15,8 @@ from knowledge.validate import is_live
 from tests.conftest import Running
 from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.handlers.support import Chat, first_line, kb
+
+pytestmark = pytest.mark.databases
 
 SOURCE = [{"title": "外交部领事司", "url": "https://cs.mfa.gov.cn/", "date": "2026-11-01"}]
 

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bot.api import ACCOUNTS
@@ -18,6 +19,8 @@ from nlu.data import load_examples
 from tests.conftest import Running
 from tests.fakes.wechat_server import text
 from tests.learning_support import api, console_login, token_for
+
+pytestmark = pytest.mark.databases
 
 # People asking about a landlord keeping their deposit: the bot has no entry that says so, so it
 # falls back, offers entries nobody picks, or answers with low confidence.

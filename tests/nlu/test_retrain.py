@@ -6,6 +6,8 @@ import asyncio
 import re
 from datetime import timedelta
 
+import pytest
+
 from bot.api import ACCOUNTS
 from bot.app import BRAIN
 from bot.settings import REPO_ROOT
@@ -15,6 +17,8 @@ from nlu.data import load_examples
 from tests.conftest import Running, StartBot
 from tests.fakes.wechat_server import text
 from tests.learning_support import api, console_login, token_for, until, wait_for_job
+
+pytestmark = pytest.mark.databases
 
 TEST_SPLIT = load_examples([REPO_ROOT / "data" / "nlu" / "test"])
 LANDLORD = ["房东不退押金怎么办", "房东扣我押金不退", "租的房子到期了房东不退押金", "退租后房东一直拖着不还押金",
