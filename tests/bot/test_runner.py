@@ -40,3 +40,46 @@ async def test_units_commit_together_and_fail_alone(tmp_path: Path) -> None:
             await runner.run(insert(10))  # duplicate key: an error for this caller only
     finally:
         await runner.close()
+
+
+async def test_driver_fast_path_stores_what_sqlalchemy_would(tmp_path: Path) -> None:
+    """Inserts and updates on the driver's cursor: same values read back through SQLAlchemy (UTC datetimes,
+    JSON, booleans), RETURNING ids, rowcounts, and SQLAlchemy's exception types for driver errors."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.storage.models import Conversation, User
+    from bot.storage.statements import run_insert, run_update
+    from bot.storage.store import CONVERSATIONS, USERS
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
+    await migrate(url)
+    runner = GroupCommitRunner(url)
+    seen = datetime(2026, 11, 28, 6, 30, 15, 123456, tzinfo=UTC)
+
+    def write(conn: Connection) -> tuple[int, int, int]:
+        user_id = run_insert(conn, USERS, dict(openid="oFast", first_seen=seen, last_seen=seen, subscribed=True,
+                                               language="zh", cs_quota_left=5), "sqlite", returning=True).scalar_one()
+        conversation = run_insert(conn, CONVERSATIONS, dict(user_id=user_id, state="idle", language="zh",
+                                                            context={"choices": ["visa", "护照"]}, updated_at=seen),
+                                  "sqlite", returning=True).scalar_one()
+        changed = run_update(conn, USERS, user_id, dict(subscribed=False, country="TH")).rowcount
+        return user_id, conversation, changed
+
+    try:
+        user_id, conversation_id, changed = await runner.run(write)
+        assert changed == 1
+
+        def read(conn: Connection) -> tuple[object, ...]:
+            user = conn.execute(select(User.first_seen, User.subscribed, User.country).where(User.id == user_id)).one()
+            context = conn.execute(select(Conversation.context).where(Conversation.id == conversation_id)).scalar_one()
+            return user.first_seen, user.subscribed, user.country, context
+
+        assert await runner.run(read) == (seen, False, "TH", {"choices": ["visa", "护照"]})
+        with pytest.raises(IntegrityError):
+            await runner.run(lambda conn: run_insert(conn, CONVERSATIONS, dict(
+                user_id=user_id, state="idle", language="zh", context={}, updated_at=seen), "sqlite"))
+    finally:
+        await runner.close()
