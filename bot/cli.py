@@ -58,9 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(demo=args.demo)
-    from bot.app import create_app
+    from bot.app import create_app, freeze_startup_objects
 
     app = create_app(settings)
+    app.on_startup.append(freeze_startup_objects)  # after the runtime has loaded everything
     if settings.demo:
         app.on_startup.append(_announce_demo)
     log.info("starting Lingbao on http://%s:%d (engine=%s, database=%s)", settings.host, settings.port,
