@@ -14,7 +14,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from bot.storage.models import OutboxItem, User, UTCDateTime, utcnow
 from bot.storage.runner import Runner
-from bot.storage.statements import run_update
+from bot.storage.statements import execute, run_update
 from bot.storage.store import OUTBOX, due_filter
 from bot.wechat.api import ERROR_TEXT, NetworkError, OutsideWindow, QuotaExceeded, WeChatAPI, WeChatAPIError
 
@@ -60,7 +60,7 @@ def _claim_due(conn: Connection) -> list[Claimed]:
     now = utcnow()
     heads: dict[int, int] = {}
     blocked: set[int] = set()
-    for row in conn.execute(HEADS):
+    for row in execute(conn, HEADS):
         if row.user_id in heads or row.user_id in blocked:
             continue
         due = (row.status == "pending" and row.next_attempt_at <= now) or (
@@ -71,9 +71,9 @@ def _claim_due(conn: Connection) -> list[Claimed]:
             blocked.add(row.user_id)
     claimed = []
     for row_id in heads.values():
-        if not conn.execute(TAKE, {"_id": row_id, "now": now, "lease": now + SEND_LEASE}).rowcount:
+        if not execute(conn, TAKE, {"_id": row_id, "now": now, "lease": now + SEND_LEASE}).rowcount:
             continue  # another process took it
-        row = conn.execute(TAKEN, {"_id": row_id}).one()
+        row = execute(conn, TAKEN, {"_id": row_id}).one()
         claimed.append(Claimed(row.id, row.user_id, row.openid, dict(row.payload), row.attempts,
                                _reserve_quota(conn, row.user_id, now)))
     return claimed
@@ -81,9 +81,9 @@ def _claim_due(conn: Connection) -> list[Claimed]:
 
 def _reserve_quota(conn: Connection, user_id: int, now: datetime) -> int | None:
     """Take one message from the user's window; None if allowed, else the error code it would get."""
-    if conn.execute(RESERVE, {"_id": user_id, "now": now}).rowcount:
+    if execute(conn, RESERVE, {"_id": user_id, "now": now}).rowcount:
         return None
-    until = conn.execute(WINDOW, {"_id": user_id}).scalar_one()
+    until = execute(conn, WINDOW, {"_id": user_id}).scalar_one()
     return 45015 if until is None or until <= now else 45047
 
 

@@ -2,17 +2,21 @@
 
 Building a SQLAlchemy statement costs about 80 µs; executing a prepared one with new values about
 13 µs (measured here), so the pipeline's units of work reuse statements keyed by their shape. On
-SQLite the inserts and updates then run on the driver's cursor with the SQL and type conversions
-SQLAlchemy compiled for them (bench/load.py: about 10% more messages per second).
+SQLite the hot path's statements then run on the driver's cursor with the SQL and type conversions
+SQLAlchemy compiled for them (bench/load.py: 437 → 557 messages per second with the inserts, updates
+and selects of the pipeline and the outbox on it).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import namedtuple
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -45,57 +49,106 @@ def select_where(table: Table, columns: tuple[str, ...], key: str) -> Any:
 
 def run_insert(conn: Any, table: Table, values: dict[str, Any], dialect: str, conflict: str | None = None,
                returning: bool = False) -> Any:
-    return _execute(conn, insert_row(table, tuple(sorted(values)), dialect, conflict, returning), values)
+    return execute(conn, insert_row(table, tuple(sorted(values)), dialect, conflict, returning), values)
 
 
 def run_update(conn: Any, table: Table, row_id: int, values: dict[str, Any]) -> Any:
-    return _execute(conn, update_by_id(table, tuple(sorted(values))), {"_id": row_id, **values})
+    return execute(conn, update_by_id(table, tuple(sorted(values))), {"_id": row_id, **values})
 
 
-class _Done:
-    """What a raw execution returns: the first row's first value (RETURNING id) and the rows changed."""
+class Rows:
+    """The rows of a statement run on the driver, with the small part of SQLAlchemy's ``Result`` the units use."""
 
-    __slots__ = ("value", "rowcount")
+    __slots__ = ("rows", "rowcount")
 
-    def __init__(self, value: Any, rowcount: int) -> None:
-        self.value, self.rowcount = value, rowcount
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows, self.rowcount = rows, rowcount
 
-    def scalar_one(self) -> Any:
-        if self.value is None:
-            raise LookupError("no row returned")
-        return self.value
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def all(self) -> list[Any]:
+        return self.rows
+
+    def one_or_none(self) -> Any:
+        if len(self.rows) > 1:
+            raise LookupError("more than one row")
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Any:
+        row = self.one_or_none()
+        if row is None:
+            raise LookupError("no row")
+        return row
 
     def scalar_one_or_none(self) -> Any:
-        return self.value
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self.rows]
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    direct: bool  # False: the SQL is finished at execution time (IN lists), so SQLAlchemy runs it
+    params: tuple[tuple[str, Any, Any], ...]  # name, converter, fixed value (or _MISSING)
+    row: Any  # a namedtuple class, or None: rows as plain tuples
+    results: tuple[Any, ...]  # a converter per result column (or None)
 
 
 @lru_cache(maxsize=256)
-def _raw(statement: Any, dialect: Dialect) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """SQLite: the statement's SQL and, per positional parameter, its name and the column type's converter
-    (the same SQL and conversions SQLAlchemy itself would use)."""
+def _plan(statement: Any, dialect: Dialect) -> _Plan:
+    """SQLite: the statement's SQL as SQLAlchemy compiles it, and per parameter and result column the column
+    type's own converter, so running it on the driver stores and reads exactly what SQLAlchemy would."""
     compiled = statement.compile(dialect=dialect)
-    binds = compiled.binds
-    return compiled.string, tuple((name, binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-                                  for name in compiled.positiontup or ())
+    params = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        fixed = bind.value if not bind.required and bind.callable is None and bind.value is not None else _MISSING
+        params.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect), fixed))
+    row, results = None, ()
+    if isinstance(statement, Select):
+        columns = list(statement.selected_columns)
+        results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+        row = namedtuple("Row", [c.key for c in columns], rename=True)  # type: ignore[misc]
+    direct = not (compiled.post_compile_params or compiled.literal_execute_params)
+    return _Plan(compiled.string, direct, tuple(params), row, results)
 
 
-def _execute(conn: Any, statement: Any, values: dict[str, Any]) -> Any:
-    """Run a prepared statement; on SQLite straight on the driver's cursor, inside the same transaction
-    (SQLAlchemy's per-execution bookkeeping was a third of the writer thread's time). Statements that
-    need a column default filled in go through SQLAlchemy as before."""
+def execute(conn: Any, statement: Any, values: dict[str, Any] | None = None) -> Any:
+    """Run a prepared statement. On SQLite straight on the driver's cursor, inside the unit's transaction
+    (SQLAlchemy's per-execution bookkeeping was a third of the writer thread's time); elsewhere, or when a
+    column default must be filled in, through SQLAlchemy as usual."""
+    values = values or {}
     if conn.dialect.name != "sqlite":
         return conn.execute(statement, values)
-    sql, params = _raw(statement, conn.dialect)
-    try:
-        args = [convert(values[name]) if convert else values[name] for name, convert in params]
-    except KeyError:
+    plan = _plan(statement, conn.dialect)
+    if not plan.direct:
         return conn.execute(statement, values)
+    args = []
+    for name, convert, fixed in plan.params:
+        value = values.get(name, fixed)
+        if value is _MISSING:
+            return conn.execute(statement, values)
+        args.append(convert(value) if convert else value)
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.execute(sql, args)
-        row = cursor.fetchone() if cursor.description else None
-        return _Done(row[0] if row else None, cursor.rowcount)
+        cursor.execute(plan.sql, args)
+        fetched = cursor.fetchall() if cursor.description else []
+        rowcount = cursor.rowcount
     except sqlite3.Error as exc:  # the same exception types as through SQLAlchemy (callers retry DBAPIError)
-        raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
+        raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
     finally:
         cursor.close()
+    if plan.row is not None:
+        results = plan.results
+        fetched = [plan.row(*(f(v) if f else v for f, v in zip(results, raw))) for raw in fetched]
+    return Rows(fetched, rowcount)

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.storage.models import Conversation, Escalation, Instance, Message, OutboxItem, User, UTCDateTime, utcnow
 from bot.storage.runner import Runner
-from bot.storage.statements import run_insert, run_update, select_where
+from bot.storage.statements import execute, run_insert, run_update, select_where
 from bot.wechat.messages import Inbound
 from knowledge.models import KBState
 
@@ -110,7 +110,7 @@ class Store:
                 dialect, conflict="channel_key", returning=True).scalar_one_or_none()
             if new_id is not None:
                 return Recorded(new_id, user_id, True, "received", now + lease)
-            row = conn.execute(select_where(MESSAGES, ("id", "status", "lease_until"), "channel_key"),
+            row = execute(conn, select_where(MESSAGES, ("id", "status", "lease_until"), "channel_key"),
                                {"channel_key": msg.channel_key}).one()
             return Recorded(row.id, user_id, False, row.status, row.lease_until)
 
@@ -180,12 +180,12 @@ class Store:
                                                      updated_at=now), dialect, conflict="user_id")
                 loaded = _read_conversation(conn, user_id)
             assert loaded is not None
-            earlier = conn.execute(EARLIER_UNANSWERED, {"user_id": user_id, "message_id": message_id,
+            earlier = execute(conn, EARLIER_UNANSWERED, {"user_id": user_id, "message_id": message_id,
                                                         "since": now - since}).all()
             busy: list[int] = []
             abandoned: list[int] = []
             if earlier:
-                alive = set(conn.execute(ALIVE, {"since": now - DEAD_AFTER}).scalars())
+                alive = set(execute(conn, ALIVE, {"since": now - DEAD_AFTER}).scalars())
                 for row in earlier:
                     live = row.lease_until is not None and row.lease_until > now and row.lease_owner in alive
                     (busy if live else abandoned).append(row.id)
@@ -300,11 +300,11 @@ def _upsert_user(dialect: str) -> Any:
 
 def _touch_user(conn: Connection, dialect: str, msg: Inbound, now: datetime) -> int:
     if msg.msg_type != "event" and msg.latitude is None:
-        return int(conn.execute(_upsert_user(dialect), {"openid": msg.openid, "now": now,
+        return int(execute(conn, _upsert_user(dialect), {"openid": msg.openid, "now": now,
                                                         "until": now + USER_WINDOW}).scalar_one())
     run_insert(conn, USERS, dict(openid=msg.openid, first_seen=now, last_seen=now, subscribed=True, language="zh",
                                  cs_quota_left=0), dialect, conflict="openid")
-    user = conn.execute(select_where(USERS, ("id", "cs_window_until", "cs_quota_left"), "openid"),
+    user = execute(conn, select_where(USERS, ("id", "cs_window_until", "cs_quota_left"), "openid"),
                         {"openid": msg.openid}).one()
     values: dict[str, Any] = {"last_seen": now}
     if msg.latitude is not None and msg.longitude is not None:
@@ -334,7 +334,7 @@ READ_CONVERSATION = (
 
 
 def _read_conversation(conn: Connection, user_id: int) -> tuple[ConversationState, int] | None:
-    row = conn.execute(READ_CONVERSATION, {"user_id": user_id}).one_or_none()
+    row = execute(conn, READ_CONVERSATION, {"user_id": user_id}).one_or_none()
     if row is None:
         return None
     state = ConversationState(row.id, user_id, row.state, row.country, row.language, dict(row.context or {}),
@@ -356,7 +356,7 @@ def _open_escalation(conn: Connection, conversation: ConversationState, escalati
                      now: datetime) -> None:
     """One open escalation per conversation; a more urgent request raises its priority."""
     table: Table = Escalation.__table__  # type: ignore[assignment]
-    existing = conn.execute(OPEN_ESCALATION, {"conversation_id": conversation.id}).one_or_none()
+    existing = execute(conn, OPEN_ESCALATION, {"conversation_id": conversation.id}).one_or_none()
     due = now + escalation["sla"]
     if existing is None:
         run_insert(conn, table, dict(conversation_id=conversation.id, user_id=conversation.user_id,
