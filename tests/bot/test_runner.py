@@ -51,7 +51,7 @@ async def test_driver_fast_path_stores_what_sqlalchemy_would(tmp_path: Path) -> 
     from sqlalchemy.exc import IntegrityError
 
     from bot.storage.models import Conversation, User
-    from bot.storage.statements import run_insert, run_update
+    from bot.storage.statements import execute, run_insert, run_update
     from bot.storage.store import CONVERSATIONS, USERS
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
@@ -78,6 +78,15 @@ async def test_driver_fast_path_stores_what_sqlalchemy_would(tmp_path: Path) -> 
             return user.first_seen, user.subscribed, user.country, context
 
         assert await runner.run(read) == (seen, False, "TH", {"choices": ["visa", "护照"]})
+
+        def both(conn: Connection) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+            from bot.storage.store import READ_CONVERSATION
+            direct = [tuple(r) for r in execute(conn, READ_CONVERSATION, {"user_id": user_id})]
+            through = [tuple(r) for r in conn.execute(READ_CONVERSATION, {"user_id": user_id})]
+            return direct, through
+
+        direct, through = await runner.run(both)
+        assert direct == through and direct[0][4] == {"choices": ["visa", "护照"]}
         with pytest.raises(IntegrityError):
             await runner.run(lambda conn: run_insert(conn, CONVERSATIONS, dict(
                 user_id=user_id, state="idle", language="zh", context={}, updated_at=seen), "sqlite"))
