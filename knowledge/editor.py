@@ -24,6 +24,7 @@ from knowledge.validate import (Problem, alert_window, check_alert, check_emerge
                                 check_mission, is_live)
 
 STALE_AFTER = timedelta(days=365)
+RESERVED_SLUGS = frozenset({"new", "export", "import"})  # console paths under /console/kb/
 
 
 class EditorError(Exception):
@@ -101,6 +102,9 @@ class Editor:
     async def create(self, data: dict[str, Any], *, actor: str, note: str | None = None) -> dict[str, Any]:
         """A new entry as a draft (never served until published)."""
         content = _entry_content(data)
+        if content["slug"] in RESERVED_SLUGS:
+            raise EditorError("this slug names a console page", 400,
+                              [Problem("console", str(content["slug"]), "slug", "reserved: choose another")])
         async with self.sessions.begin() as session:
             exists = (await session.execute(select(KBEntry.id).where(KBEntry.slug == content.get("slug")))).first()
             if exists:

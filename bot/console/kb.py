@@ -7,7 +7,11 @@ as WeChat will show it: the same composition and splitting as the bot's own answ
 
 from __future__ import annotations
 
+import io
+import tempfile
+import zipfile
 from datetime import date
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +22,9 @@ from bot.console.views import csrf_field, h, page
 from handlers.emergency import first_reply, followup_messages
 from handlers.faq import EMBASSY_SLUG, compose_answer, missions_text
 from handlers.format import MAX_CHARS, split_message
+from bot.accounts import audit
+from bot.storage.models import utcnow
+from knowledge import seed
 from knowledge.base import KnowledgeBase
 from knowledge.editor import Editor, EditorError
 from knowledge.validate import LEVELS
@@ -25,6 +32,9 @@ from nlu.geo import zh_name
 
 OPS = ("ops", "admin")
 SERVICES = (("police", "报警"), ("ambulance", "急救"), ("fire", "消防"), ("unified", "统一紧急号码"))
+IMPORT_FOLDERS = ("kb", "directory", "alerts")
+NOT_A_ZIP = "这不是一个 zip 文件。"
+MAX_IMPORT_BYTES = 10 * 1024 * 1024  # unpacked; the upload itself is capped by the app's 1 MiB body limit
 MISSION_FIELDS = (("name", "名称", True), ("name_en", "英文名称", False), ("city", "城市", False),
                   ("city_en", "城市（英文）", False), ("address", "地址", False), ("phone", "总机", False),
                   ("duty_phone", "领事保护与协助电话", False), ("website", "网站", False))
@@ -34,6 +44,8 @@ def add_kb_routes(console: web.Application) -> None:
     r = console.router
     r.add_get("/kb", kb_list)
     r.add_get("/kb/new", kb_new)
+    r.add_get("/kb/export", kb_export)
+    r.add_post("/kb/import", kb_import)
     r.add_post("/kb/new", kb_create)
     r.add_get("/kb/{slug}", kb_edit)
     r.add_get("/kb/{slug}/diff", kb_diff)
@@ -104,10 +116,93 @@ async def kb_list(request: web.Request) -> web.StreamResponse:
             f'<input name="q" value="{h(query)}" placeholder="搜索标题、问法、答案、标签" aria-label="搜索">'
             f'<button>搜索</button> <a class="button" href="/console/kb/new">新建条目</a></form>'
             f'<p class="muted">{len(items)} 条{f"，其中 {stale} 条超过12个月未复核" if stale else ""}。'
-            f'保存的修改是草稿，发布后才会回答用户。</p>'
+            f'保存的修改是草稿，发布后才会回答用户。</p>{_imported(request)}'
+            f'<details class="bulk"><summary>导入 / 导出 YAML</summary>'
+            f'<p><a href="/console/kb/export">下载全部（知识库、国家目录、安全提醒）</a>：zip 中是 kb/、directory/、alerts/ 下的 YAML，'
+            f'格式与 data/ 相同。</p><form method="post" action="/console/kb/import" enctype="multipart/form-data" '
+            f'id="import-form">{csrf_field(request[CSRF])}<label>上传修改后的 zip（校验全部通过才会导入，并立即发布）'
+            f'<input type="file" name="file" accept=".zip" required></label><button>导入并发布</button></form></details>'
             f'<table id="entries"><thead><tr><th>条目</th><th>状态</th><th>已发布/最新版本</th><th>上次复核</th>'
             f'<th>标签</th></tr></thead><tbody>{rows or "<tr><td colspan=5>没有找到</td></tr>"}</tbody></table>')
     return _page(request, "知识库", body, "kb")
+
+
+def _imported(request: web.Request) -> str:
+    counts = request.query.get("imported", "")
+    parts = counts.split(",")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return ""
+    return (f'<p class="ok" role="status">已导入并发布：新增 {int(parts[0])} 项，更新 {int(parts[1])} 项，'
+            f'{int(parts[2])} 项没有变化。</p>')
+
+
+@requires(*OPS)
+async def kb_export(request: web.Request) -> web.StreamResponse:
+    """The published knowledge base, directory and alerts as a zip of YAML files in the data/ layout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        await seed.export(_editor(request).sessions, Path(tmp))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(tmp).rglob("*.yml")):
+                archive.write(path, path.relative_to(tmp).as_posix())
+    name = f"lingbao-knowledge-{utcnow():%Y%m%d-%H%M}.zip"
+    return web.Response(body=buffer.getvalue(), content_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@requires(*OPS)
+async def kb_import(request: web.Request) -> web.StreamResponse:
+    """Import an exported (and edited) zip: everything is checked first; any problem imports nothing."""
+    form = await request.post()
+    upload = form.get("file")
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = None
+        if not isinstance(upload, web.FileField):
+            problems.append("请选择一个 zip 文件。")
+        else:
+            unpacked = _unpack(upload.file.read(), Path(tmp))
+            problems.extend(unpacked)
+            if unpacked != [NOT_A_ZIP]:
+                data = seed.read(Path(tmp))
+        if data is not None:
+            problems.extend(str(p) for p in data.problems)
+            if not data.entries and not data.emergency and not data.missions and not data.alerts:
+                problems.append("zip 中没有 kb/、directory/ 或 alerts/ 下的 .yml 文件。")
+        if problems or data is None:
+            items = "".join(f"<li>{h(p)}</li>" for p in problems)
+            body = (f'<p><a href="/console/kb">← 知识库</a></p><h1>没有导入</h1>'
+                    f'<div class="error" role="alert"><p>发现 {len(problems)} 个问题（文件: 条目: 字段: 原因），'
+                    f'什么都没有改。</p><ul id="problems">{items}</ul></div>')
+            return _page(request, "导入失败", body, "kb", status=400)
+        who = request[PRINCIPAL].name
+        report = await seed.apply(_editor(request).sessions, data, author=who, staff=True)
+    async with _editor(request).sessions.begin() as session:
+        await audit(session, who, "kb_import", "kb", created=report.created, upgraded=report.upgraded)
+    raise web.HTTPSeeOther(f"/console/kb?imported={report.created},{report.upgraded},{report.unchanged}")
+
+
+def _unpack(payload: bytes, into: Path) -> list[str]:
+    """Extract the YAML files of an export into ``into``; anything else (paths outside it, other files,
+    an oversized archive) is a problem, not a write."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(payload))
+    except zipfile.BadZipFile:
+        return [NOT_A_ZIP]
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if sum(m.file_size for m in members) > MAX_IMPORT_BYTES:
+        return ["zip 解压后超过 10 MB。"]
+    problems = []
+    for member in members:
+        parts = PurePosixPath(member.filename).parts
+        if len(parts) != 2 or parts[0] not in IMPORT_FOLDERS or not parts[1].endswith(".yml") \
+                or parts[1].startswith("."):
+            problems.append(f"{member.filename}: 只能包含 kb/、directory/、alerts/ 下的 .yml 文件")
+            continue
+        target = into / parts[0] / parts[1]
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(archive.read(member))
+    return problems
 
 
 def _status(item: dict[str, Any]) -> str:

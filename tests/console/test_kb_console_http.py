@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import aiohttp
+
 import pytest
 
 from bot.api import ACCOUNTS
@@ -108,3 +110,58 @@ async def test_stale_entries_are_flagged_and_staff_text_is_escaped(bot: Running)
             page = await r.text()
     assert "超过12个月未复核" in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+async def test_ops_export_edit_and_import_a_zip_and_nothing_is_imported_on_a_problem(bot: Running) -> None:
+    import io
+    import zipfile
+
+    session, csrf = await signed_in(bot, "olga", "ops")
+    async with session:
+        async with session.get(f"{bot.wechat.base}/console/kb/export") as r:
+            assert r.status == 200 and r.content_type == "application/zip"
+            exported = zipfile.ZipFile(io.BytesIO(await r.read()))
+        names = exported.namelist()
+        assert "kb/visa.yml" in names and "directory/missions.yml" in names
+
+        def repacked(change: dict[str, bytes]) -> bytes:
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                for name in names:
+                    archive.writestr(name, change.get(name, exported.read(name)))
+                for name in set(change) - set(names):
+                    archive.writestr(name, change[name])
+            return buffer.getvalue()
+
+        async def upload(payload: bytes) -> tuple[int, str, str]:
+            form = aiohttp.FormData()
+            form.add_field("csrf", csrf)
+            form.add_field("file", payload, filename="kb.zip", content_type="application/zip")
+            async with session.post(f"{bot.wechat.base}/console/kb/import", data=form, allow_redirects=False) as r:
+                return r.status, await r.text(), r.headers.get("Location", "")
+
+        visa = exported.read("kb/visa.yml").decode()
+        broken = visa.replace("slug: visa", "slug: Visa!")
+        status, page, _ = await upload(repacked({"kb/visa.yml": broken.encode(), "../../evil.yml": b"x: 1"}))
+        assert status == 400 and "visa.yml: Visa!: slug:" in page and "../../evil.yml" in page
+        assert bot.rows("SELECT published_version FROM kb_entries WHERE slug='visa'") == [(1,)]
+        status, page, _ = await upload(b"not a zip")
+        assert status == 400 and "不是一个 zip" in page
+
+        edited = visa.replace("tags:", "tags:\n- 导入测试", 1)
+        status, _, location = await upload(repacked({"kb/visa.yml": edited.encode()}))
+        assert status == 303 and location.startswith("/console/kb?imported=0,1,")
+        async with session.get(f"{bot.wechat.base}{location}") as r:
+            assert "已导入并发布" in await r.text()
+    assert bot.rows("SELECT published_version FROM kb_entries WHERE slug='visa'") == [(2,)]
+    assert bot.count("audit_log", "actor='olga' AND action='kb_import'") == 1
+
+
+async def test_officers_can_neither_export_nor_import(bot: Running) -> None:
+    session, csrf = await signed_in(bot, "oscar", "officer")
+    async with session:
+        async with session.get(f"{bot.wechat.base}/console/kb/export", allow_redirects=False) as r:
+            assert r.status == 403
+        async with session.post(f"{bot.wechat.base}/console/kb/import", data={"csrf": csrf},
+                                allow_redirects=False) as r:
+            assert r.status == 403
