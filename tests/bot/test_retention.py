@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -20,12 +21,15 @@ async def test_purge_blanks_old_text_and_keeps_metadata(bot: Running) -> None:
     await bot.wechat.post(text("oNew", "你好"))
     # Age the first conversation by 200 days.
     older = "created_at - interval '200 days'" if bot.postgres else "datetime(created_at, '-200 days')"
-    databases.execute(bot.settings.database_url, f"UPDATE messages SET created_at = {older} WHERE user_id = "
-                                                 "(SELECT id FROM users WHERE openid='oOld')")
-    databases.execute(bot.settings.database_url, f"UPDATE escalations SET created_at = {older}, status='closed'")
-    result = subprocess.run([sys.executable, "-m", "bot", "--log-level", "WARNING", "purge"], cwd=REPO_ROOT,
-                            capture_output=True, text=True,
-                            env={"BOT_DATABASE_URL": bot.settings.database_url, "PATH": "/usr/bin:/bin"})
+    # Writes from outside the bot run off the event loop: the bot (same loop) may be between a write and its
+    # commit (the outbox storing a fresh access token, say) and must be able to finish it.
+    url = bot.settings.database_url
+    await asyncio.to_thread(databases.execute, url, f"UPDATE messages SET created_at = {older} WHERE user_id = "
+                                                    "(SELECT id FROM users WHERE openid='oOld')")
+    await asyncio.to_thread(databases.execute, url, f"UPDATE escalations SET created_at = {older}, status='closed'")
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bot", "--log-level", "WARNING", "purge"], cwd=REPO_ROOT,
+        capture_output=True, text=True, env={"BOT_DATABASE_URL": url, "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     texts = bot.rows("SELECT u.openid, m.text, m.intent FROM messages m JOIN users u ON u.id=m.user_id "
                      "WHERE m.direction='in' ORDER BY m.id")
