@@ -36,7 +36,7 @@ TOKEN, APP_ID, SECRET = "benchtoken", "wxbench0000000001", "benchsecret"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
 BARE = '''
-import sys, time
+import asyncio, sys, time
 from aiohttp import web
 sys.path.insert(0, {root!r})
 from bot.wechat.crypto import MessageCrypto, check_request, envelope_ciphertext
@@ -53,7 +53,12 @@ async def wechat(request):
 
 app = web.Application()
 app.router.add_post("/wechat", wechat)
-web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None)
+try:
+    import uvloop  # the same event loop as the bot's server, so the ceiling is a fair one
+    loop = uvloop.new_event_loop()
+except ImportError:
+    loop = asyncio.new_event_loop()
+web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None, loop=loop)
 '''
 
 
