@@ -107,8 +107,11 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     if settings.demo:
         password = secrets.token_urlsafe(9)
         await app[ACCOUNTS].reset("duty", "supervisor", password)
-        app[DEMO_LOGIN] = ["  Duty officers' console: http://{}:{}/console/  (user: duty  password: {})".format(
-            settings.host, settings.port, password)]
+        editor_password = secrets.token_urlsafe(9)
+        await app[ACCOUNTS].reset("ops", "ops", editor_password)
+        console = f"http://{settings.host}:{settings.port}/console/"
+        app[DEMO_LOGIN] = [f"  Duty officers' console: {console}  (user: duty  password: {password})",
+                           f"  Knowledge editor (ops): {console}  (user: ops  password: {editor_password})"]
     stopping = asyncio.Event()
     tasks = [asyncio.create_task(outbox.run(), name="outbox"),
              asyncio.create_task(_recovery(pipeline, stopping), name="recovery"),

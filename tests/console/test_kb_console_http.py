@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import aiohttp
-
 import pytest
 
 from bot.api import ACCOUNTS
-from tests.conftest import Running
+from tests.conftest import Running, StartBot
 from tests.console.test_console_http import signed_in
 from tests.knowledge.test_editor import SOURCE, call
 
@@ -165,3 +165,21 @@ async def test_officers_can_neither_export_nor_import(bot: Running) -> None:
         async with session.post(f"{bot.wechat.base}/console/kb/import", data={"csrf": csrf},
                                 allow_redirects=False) as r:
             assert r.status == 403
+
+
+async def test_demo_prints_a_working_ops_login(start_bot: StartBot, tmp_path: Path) -> None:
+    from bot.app import DEMO_LOGIN
+    from bot.settings import Settings
+
+    settings = Settings.from_env({"BOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+                                  "BOT_VAR_DIR": str(tmp_path / "var")}, demo=True)
+    demo = await start_bot(settings)
+    line = next(line for line in demo.app[DEMO_LOGIN] if "user: ops" in line)
+    password = line.rsplit("password: ", 1)[1].rstrip(")")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(f"{demo.wechat.base}/console/login") as r:
+            token = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+        assert token
+        async with session.post(f"{demo.wechat.base}/console/login",
+                                data={"name": "ops", "password": password, "csrf": token.group(1)}) as r:
+            assert r.status == 200 and str(r.url).endswith("/console/kb") and 'id="entries"' in await r.text()
