@@ -63,6 +63,13 @@ def _int(value: Any, name: str) -> int | None:
     return int(value)
 
 
+async def _restore_version(request: web.Request) -> int:
+    version = _int((await _body(request)).get("version"), "version")
+    if version is None:
+        raise EditorError("version: the version to restore", 400)
+    return version
+
+
 def _editor(request: web.Request) -> Editor:
     return request.app[EDITOR]
 
@@ -122,9 +129,7 @@ async def publish_faq(request: web.Request, who: Principal) -> web.StreamRespons
 
 @ops_only
 async def rollback_faq(request: web.Request, who: Principal) -> web.StreamResponse:
-    version = _int((await _body(request)).get("version"), "version")
-    if version is None:
-        return error(400, "version: the version to restore")
+    version = await _restore_version(request)
     return web.json_response(await _editor(request).rollback(request.match_info["slug"], version, actor=who.name))
 
 
@@ -203,9 +208,7 @@ async def publish_alert(request: web.Request, who: Principal) -> web.StreamRespo
 
 @ops_only
 async def rollback_alert(request: web.Request, who: Principal) -> web.StreamResponse:
-    version = _int((await _body(request)).get("version"), "version")
-    if version is None:
-        return error(400, "version: the version to restore")
+    version = await _restore_version(request)
     return web.json_response(await _editor(request).rollback_alert(_alert_id(request), version, actor=who.name))
 
 
@@ -264,9 +267,7 @@ async def publish_country(request: web.Request, who: Principal) -> web.StreamRes
 
 @ops_only
 async def rollback_country(request: web.Request, who: Principal) -> web.StreamResponse:
-    version = _int((await _body(request)).get("version"), "version")
-    if version is None:
-        return error(400, "version: the version to restore")
+    version = await _restore_version(request)
     return web.json_response(await _editor(request).rollback_country(request.match_info["iso"], version,
                                                                      actor=who.name))
 

@@ -345,10 +345,7 @@ async def kb_action(request: web.Request) -> web.StreamResponse:
         if action == "publish":
             await editor.publish(slug, actor=who, version=_version(form))
         elif action == "rollback":
-            version = _version(form)
-            if version is None:
-                raise EditorError("choose a version", 400)
-            await editor.rollback(slug, version, actor=who)
+            await editor.rollback(slug, _required_version(form), actor=who)
         elif action == "archive":
             await editor.archive(slug, actor=who)
             raise web.HTTPSeeOther("/console/kb")
@@ -364,6 +361,13 @@ async def kb_action(request: web.Request) -> web.StreamResponse:
 def _version(form: Any) -> int | None:
     value = str(form.get("version", ""))
     return int(value) if value.isdigit() else None
+
+
+def _required_version(form: Any) -> int:
+    version = _version(form)
+    if version is None:
+        raise EditorError("choose a version", 400)
+    return version
 
 
 def entry_from_form(form: Any, *, kind: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -604,10 +608,7 @@ async def directory_action(request: web.Request) -> web.StreamResponse:
         if action == "publish":
             await editor.publish_country(iso, actor=who, version=_version(form))
         elif action == "rollback":
-            version = _version(form)
-            if version is None:
-                raise EditorError("choose a version", 400)
-            await editor.rollback_country(iso, version, actor=who)
+            await editor.rollback_country(iso, _required_version(form), actor=who)
         else:
             raise web.HTTPNotFound()
     except EditorError as exc:
@@ -738,10 +739,7 @@ async def alert_action(request: web.Request) -> web.StreamResponse:
         if action == "publish":
             await editor.publish_alert(alert_id, actor=who, version=_version(form))
         elif action == "rollback":
-            version = _version(form)
-            if version is None:
-                raise EditorError("choose a version", 400)
-            await editor.rollback_alert(alert_id, version, actor=who)
+            await editor.rollback_alert(alert_id, _required_version(form), actor=who)
         elif action == "archive":
             await editor.archive_alert(alert_id, actor=who)
         else:
