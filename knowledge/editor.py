@@ -231,9 +231,6 @@ class Editor:
             old, new = await self._version(session, row.id, a), await self._version(session, row.id, b)
         return diff(old.data, new.data, f"{slug} v{a}", f"{slug} v{b}")
 
-    async def stale_count(self) -> int:
-        return sum(1 for e in await self.entries() if e["stale"] and e["status"] != "archived")
-
     async def _entry(self, session: AsyncSession, slug: str, *, for_update: bool = False) -> KBEntry:
         query = select(KBEntry).where(KBEntry.slug == slug)
         if for_update:
@@ -335,13 +332,6 @@ class Editor:
             raise EditorError(f"no directory entry for {iso!r}", 404)
         return [_version_info(v, row.published_version) for v in reversed(versions)]
 
-    async def country_diff(self, iso: str, a: int, b: int) -> list[str]:
-        iso = iso.upper()
-        async with self.sessions() as session:
-            old = await self._doc_version(session, "directory", iso, a)
-            new = await self._doc_version(session, "directory", iso, b)
-        return diff(old.data, new.data, f"{iso} v{a}", f"{iso} v{b}")
-
     async def _snapshot_seeded(self, session: AsyncSession, row: DirectoryCountry) -> None:
         """A country loaded from the seed has no versions yet: its live content becomes version 1."""
         if row.latest_version == 0 and (row.emergency or row.missions):
@@ -435,12 +425,6 @@ class Editor:
             row = await self._alert(session, alert_id)
             versions = await self._doc_versions(session, "alert", str(alert_id))
         return [_version_info(v, row.published_version) for v in reversed(versions)]
-
-    async def alert_diff(self, alert_id: int, a: int, b: int) -> list[str]:
-        async with self.sessions() as session:
-            old = await self._doc_version(session, "alert", str(alert_id), a)
-            new = await self._doc_version(session, "alert", str(alert_id), b)
-        return diff(old.data, new.data, f"alert {alert_id} v{a}", f"alert {alert_id} v{b}")
 
     async def _alert(self, session: AsyncSession, alert_id: int, *, for_update: bool = False) -> SafetyAlert:
         query = select(SafetyAlert).where(SafetyAlert.id == alert_id)
