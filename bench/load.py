@@ -6,7 +6,7 @@ Plays WeChat's server (safe mode, real signatures and encryption): every user se
 from the NLU test split (emergencies, questions, small talk, requests for a person), each with its
 own MsgId. Reports messages per second, p50/p95/p99 latency, the share answered within 5 s, 5xx
 answers, and lost messages (sent but, once the outbox has drained, neither answered passively nor
-answered in the database). In the same run a bare aiohttp handler that only verifies, decrypts,
+answered in the database), and each server's CPU time per message. In the same run a bare aiohttp handler that only verifies, decrypts,
 parses, encrypts and replies gives the ceiling, and the ratio is printed.
 """
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from webhook import AES_KEY, APP_ID, TOKEN, servers  # noqa: E402
+from webhook import AES_KEY, APP_ID, TOKEN, cpu_seconds, servers  # noqa: E402
 
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
@@ -118,19 +118,26 @@ async def main() -> None:
     args = parser.parse_args()
     requests = prepare(args.users, args.messages)
     results: dict[str, dict[str, object]] = {}
-    async for name, url, workdir in servers():
+    async for name, url, workdir, pid in servers():
+        cpu_before = cpu_seconds(pid)
         results[name] = await play(url, requests, args.concurrency)
+        cpu_after = cpu_seconds(pid)
+        if cpu_before is not None and cpu_after is not None:  # the server's own CPU time per message
+            results[name]["cpu_ms"] = (cpu_after - cpu_before) * 1000 / len(requests)
         if name == "bot":
             results[name]["lost"] = lost(workdir / "bench.db", requests, results[name]["passive"])  # type: ignore[arg-type]
     print(f"{args.messages} messages from {args.users} users, safe mode, {args.concurrency} connections")
-    print(f"{'':6} {'msg/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'<5 s':>7} {'5xx':>5} {'lost':>5}")
+    print(f"{'':6} {'msg/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'<5 s':>7} {'5xx':>5} {'lost':>5}"
+          f" {'CPU ms/msg':>11}")
     for name, r in results.items():
         statuses = r["statuses"]
         assert isinstance(statuses, dict)
         five_xx = sum(v for k, v in statuses.items() if k >= 500)
         lost_text = str(r.get("lost", "-"))
+        cpu = r.get("cpu_ms")
+        cpu_text = f"{cpu:.2f}" if isinstance(cpu, float) else "-"
         print(f"{name:6} {r['rate']:8.0f} {r['p50']:8.1f} {r['p95']:8.1f} {r['p99']:8.1f} "
-              f"{r['within_5s']:7.1%} {five_xx:5d} {lost_text:>5}")
+              f"{r['within_5s']:7.1%} {five_xx:5d} {lost_text:>5} {cpu_text:>11}")
     bot_rate, bare_rate = results["bot"]["rate"], results["bare"]["rate"]
     assert isinstance(bot_rate, float) and isinstance(bare_rate, float)
     print(f"bot / ceiling throughput ratio: {bot_rate / bare_rate:.2f} (target: ≥ 1,000 msg/s, p99 ≤ 50 ms)")

@@ -80,6 +80,19 @@ web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None)
 '''
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process and its live children (the NLU worker) have used so
+    far; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+    except OSError:
+        return None
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) or 0.0 for child in children)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,8 +112,9 @@ def start_bot(port: int, workdir: Path, api_port: int) -> subprocess.Popen[bytes
     return subprocess.Popen([sys.executable, "-m", "bot", "--log-level", "WARNING", "serve"], cwd=ROOT, env=env)
 
 
-async def servers() -> AsyncIterator[tuple[str, str, Path]]:
-    """The bare handler, then the bot (over a fresh SQLite file, a fake WeChat API beside it): (name, url, workdir).
+async def servers() -> AsyncIterator[tuple[str, str, Path, int]]:
+    """The bare handler, then the bot (over a fresh SQLite file, a fake WeChat API beside it):
+    (name, url, workdir, pid).
 
     Each server runs only while the caller works with it and is stopped before the next starts.
     """
@@ -115,7 +129,7 @@ async def servers() -> AsyncIterator[tuple[str, str, Path]]:
                 try:
                     url = f"http://127.0.0.1:{port}/wechat"
                     await wait_ready(url)
-                    yield name, url, workdir
+                    yield name, url, workdir, process.pid
                 finally:
                     process.terminate()
                     process.wait(timeout=30)
@@ -192,7 +206,7 @@ async def main() -> None:
     args = parser.parse_args()
     requests = prepare(int(args.seconds * 6000))
     results = {}
-    async for name, url, _ in servers():
+    async for name, url, _, _ in servers():
         await load(url, requests[-2000:], 2.0, args.concurrency)  # warm-up, not counted
         results[name] = await load(url, requests[:-2000], args.seconds, args.concurrency)
     print(f"safe mode, {args.concurrency} connections, {args.seconds:.0f} s each, cores: {os.cpu_count()}")
