@@ -85,7 +85,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     await migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    runner = make_runner(settings.database_url, engine)
+    runner = await make_runner(settings.database_url, engine, writer_process=settings.sqlite_writer_process)
     store = Store(runner, engine.dialect.name)
     await store.heartbeat()
     http = aiohttp.ClientSession()
@@ -96,7 +96,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     outbox = Outbox(runner, api, poll=settings.outbox_poll_interval, on_result=metrics.outbox_result)
     locks = UserLocks(settings.database_url)  # across processes on PostgreSQL
     pipeline = Pipeline(store, brain.make_turn, brain.respond, budget=settings.reply_budget, outbox=outbox,
-                        locks=locks, on_handled=lambda kind, intent, engine: _count(metrics, kind, intent, engine))
+                        locks=locks, on_handled=lambda kind, intent, engine: _count(metrics, kind, intent, engine),
+                        classify=brain.classify_early)
     brain.services.nlu.on_rasa_fallback = lambda reason: metrics.nlu_fallbacks.labels(reason=reason).inc()
     brain.services.queue.runner = runner  # queue positions on the hot path go through the writer too
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain

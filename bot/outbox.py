@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timedelta
 
 from typing import Any
@@ -144,42 +145,44 @@ class Outbox:
             closing = {"cs_quota_left": 0, **({"cs_window_until": utcnow()} if isinstance(exc, OutsideWindow) else {})}
             await self._finish(item, "failed", code=exc.code, error=ERROR_TEXT[exc.code], user=closing)
         except (NetworkError, WeChatAPIError) as exc:
-            refund = {"cs_quota_left": User.cs_quota_left + 1}  # the send did not happen
-            code = getattr(exc, "code", None)
+            code = getattr(exc, "code", None)  # the send did not happen: the quota is given back
             if getattr(exc, "transient", False) and item.attempts < MAX_ATTEMPTS:
-                await self._retry(item, code, str(exc), user=refund)
+                await self._retry(item, code, str(exc))
             else:
                 await self._finish(item, "failed", code=code, error=ERROR_TEXT.get(code or 0, str(exc))[:500],
-                                   user=refund)
+                                   refund=True)
         else:
             await self._finish(item, "sent")
 
-    async def _retry(self, item: Claimed, code: int | None, error: str, *, user: dict[str, Any]) -> None:
+    async def _retry(self, item: Claimed, code: int | None, error: str) -> None:
         due = utcnow() + timedelta(seconds=backoff(item.attempts))
-
-        def unit(conn: Connection) -> None:
-            conn.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(
-                status="pending", next_attempt_at=due, lease_until=None, error_code=code, error=error[:500]))
-            conn.execute(update(User).where(User.id == item.user_id).values(**user))
-
-        await self.runner.run(unit)
+        await self.runner.run(partial(_retry, item.id, item.user_id, due, code, error[:500]))
         log.info("outbox retry scheduled", extra={"outbox_id": item.id, "attempt": item.attempts, "code": code})
         if self.on_result:
             self.on_result("retry", code)
 
     async def _finish(self, item: Claimed, status: str, *, code: int | None = None, error: str | None = None,
-                      user: dict[str, Any] | None = None) -> None:
-        now = utcnow()
-
-        def unit(conn: Connection) -> None:
-            run_update(conn, OUTBOX, item.id, dict(status=status, lease_until=None, error_code=code, error=error,
-                                                   sent_at=now if status == "sent" else None))
-            if user:
-                conn.execute(update(User).where(User.id == item.user_id).values(**user))
-
-        await self.runner.run(unit)
+                      user: dict[str, Any] | None = None, refund: bool = False) -> None:
+        await self.runner.run(partial(_finish, item.id, item.user_id, status, code, error, user or {}, refund))
         if status == "failed":
             log.warning("outbox message failed", extra={"outbox_id": item.id, "code": code})
         if self.on_result:
             self.on_result(status, code)
 
+
+# The units (module-level functions of plain values, so a runner may hand them to another process).
+
+def _retry(outbox_id: int, user_id: int, due: datetime, code: int | None, error: str, conn: Connection) -> None:
+    conn.execute(update(OutboxItem).where(OutboxItem.id == outbox_id).values(
+        status="pending", next_attempt_at=due, lease_until=None, error_code=code, error=error))
+    conn.execute(update(User).where(User.id == user_id).values(cs_quota_left=User.cs_quota_left + 1))
+
+
+def _finish(outbox_id: int, user_id: int, status: str, code: int | None, error: str | None, user: dict[str, Any],
+            refund: bool, conn: Connection) -> None:
+    run_update(conn, OUTBOX, outbox_id, dict(status=status, lease_until=None, error_code=code, error=error,
+                                             sent_at=utcnow() if status == "sent" else None))
+    if refund:
+        user = {**user, "cs_quota_left": User.cs_quota_left + 1}
+    if user:
+        conn.execute(update(User).where(User.id == user_id).values(**user))

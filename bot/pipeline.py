@@ -26,6 +26,7 @@ from bot.storage.store import ConversationState, Loaded, Recorded, Store
 from bot.wechat.messages import Inbound
 from handlers.base import Outcome, Turn
 from handlers.texts import HOTLINE_EN, HOTLINE_ZH
+from nlu.types import Understanding
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ SAFE_REPLY = ("抱歉，系统暂时出了点问题，您的消息已收到。�
               HOTLINE_EN)
 
 Respond = Callable[[Turn], Awaitable[Outcome]]
-TurnFactory = Callable[[Inbound, ConversationState, int], Awaitable[Turn]]
+TurnFactory = Callable[[Inbound, ConversationState, int, "asyncio.Task[Understanding] | None"], Awaitable[Turn]]
+Classify = Callable[[Inbound], "asyncio.Task[Understanding] | None"]
 
 
 @dataclass
@@ -57,8 +59,10 @@ class Pipeline:
 
     def __init__(self, store: Store, make_turn: TurnFactory, respond: Respond, *, budget: float,
                  outbox: Outbox | None = None, locks: UserLocks | None = None,
-                 on_handled: Callable[[str, str | None, str | None], None] | None = None) -> None:
+                 on_handled: Callable[[str, str | None, str | None], None] | None = None,
+                 classify: Classify | None = None) -> None:
         self.store = store
+        self.classify = classify
         self.on_handled = on_handled
         self.make_turn = make_turn
         self.respond = respond
@@ -71,25 +75,31 @@ class Pipeline:
     async def handle(self, msg: Inbound, arrived: float) -> str | None:
         """Record ``msg`` and return its passive reply, or None to answer ``success``."""
         deadline = arrived + self.budget
-        recorded = await self.store.record_inbound(msg, LEASE)
-        slot = self._slots.get(recorded.message_id)
-        if slot is None:
-            if recorded.is_new or await self._take_over(recorded):
-                slot = self._start(msg, recorded)
-            elif recorded.status == "answered":
-                return await self._stored_passive(recorded.message_id)
-            else:
-                return await self._poll_elsewhere(msg, recorded, deadline)
-        return await self._wait(slot, deadline)
+        # Classification needs only the text: started now, it overlaps recording the message and waiting
+        # for the user's turn (a retry of a message already in hand drops it).
+        early = self.classify(msg) if self.classify is not None else None
+        try:
+            recorded = await self.store.record_inbound(msg, LEASE)
+            slot = self._slots.get(recorded.message_id)
+            if slot is None:
+                if recorded.is_new or await self._take_over(recorded):
+                    slot, early = self._start(msg, recorded, early), None
+                elif recorded.status == "answered":
+                    return await self._stored_passive(recorded.message_id)
+                else:
+                    return await self._poll_elsewhere(msg, recorded, deadline)
+            return await self._wait(slot, deadline)
+        finally:
+            _drop(early)
 
     async def _take_over(self, recorded: Recorded) -> bool:
         """An unanswered duplicate with no live worker anywhere (its lease ran out): handle it here."""
         return recorded.status == "received" and await self.store.claim(recorded.message_id, LEASE)
 
-    def _start(self, msg: Inbound, recorded: Recorded) -> Slot:
+    def _start(self, msg: Inbound, recorded: Recorded, early: asyncio.Task[Understanding] | None = None) -> Slot:
         slot = Slot()
         self._slots[recorded.message_id] = slot
-        task = asyncio.create_task(self._run(msg, recorded, slot), name=f"message-{recorded.message_id}")
+        task = asyncio.create_task(self._run(msg, recorded, slot, early), name=f"message-{recorded.message_id}")
         self._tasks.add(task)  # a strong reference, or the task may be collected mid-flight
         task.add_done_callback(self._tasks.discard)
         return slot
@@ -126,10 +136,11 @@ class Pipeline:
             return replies[0][1]
         return None
 
-    async def _run(self, msg: Inbound, recorded: Recorded, slot: Slot) -> None:
+    async def _run(self, msg: Inbound, recorded: Recorded, slot: Slot,
+                   early: asyncio.Task[Understanding] | None) -> None:
         started = time.monotonic()
         try:
-            await self._in_order(msg, recorded, slot, started)
+            await self._in_order(msg, recorded, slot, started, early)
         except asyncio.CancelledError:
             raise
         except Exception:  # task top: the person must still hear something, and 12308
@@ -139,8 +150,10 @@ class Pipeline:
             await self._release(recorded.message_id)
         finally:
             self._slots.pop(recorded.message_id, None)
+            _drop(early)
 
-    async def _in_order(self, msg: Inbound, recorded: Recorded, slot: Slot, started: float) -> None:
+    async def _in_order(self, msg: Inbound, recorded: Recorded, slot: Slot, started: float,
+                        early: asyncio.Task[Understanding] | None = None) -> None:
         """Handle the message under the user's lock once every earlier message of the user is answered."""
         tried: set[int] = set()  # earlier abandoned messages taken over once; if they fail again, go on
         while True:
@@ -151,7 +164,7 @@ class Pipeline:
                         break  # a live worker holds an earlier message: let it have the lock
                     stale = [m for m in loaded.abandoned if m not in tried]
                     if not stale:
-                        await self._handle(msg, recorded, slot, started, loaded)
+                        await self._handle(msg, recorded, slot, started, loaded, early)
                         return
                     for earlier in stale:
                         tried.add(earlier)
@@ -179,8 +192,9 @@ class Pipeline:
         finally:
             self._slots.pop(message_id, None)
 
-    async def _handle(self, msg: Inbound, recorded: Recorded, slot: Slot, started: float, loaded: Loaded) -> None:
-        turn = await self.make_turn(msg, loaded.conversation, loaded.generation)
+    async def _handle(self, msg: Inbound, recorded: Recorded, slot: Slot, started: float, loaded: Loaded,
+                      early: asyncio.Task[Understanding] | None = None) -> None:
+        turn = await self.make_turn(msg, loaded.conversation, loaded.generation, early)
         outcome = await self._respond_safely(turn, recorded)
         await self._save_and_deliver(turn, outcome, recorded, slot, started)
 
@@ -241,6 +255,14 @@ class Pipeline:
         """Let in-flight messages finish (bounded), so nothing half-handled is left behind."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
+
+
+def _drop(early: asyncio.Task[Understanding] | None) -> None:
+    """An early classification nobody will use (a retry, or the message failed first): stop it, mark it seen."""
+    if early is not None and not early.done():
+        early.cancel()
+    if early is not None:
+        early.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 def _rebuild(openid: str, kind: str, text: str | None) -> Inbound:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from functools import partial
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -148,17 +149,7 @@ class Queue:
 
     async def position(self, conversation_id: int, priority: int) -> Position:
         """Open cases ahead of this conversation's (or of a new case of ``priority``), and a rough wait."""
-        def unit(conn: Connection) -> Position:
-            mine = conn.execute(MY_WAITING_CASE, {"conversation_id": conversation_id}).one_or_none()
-            if mine is None:  # not stored yet: everything as or more urgent is ahead
-                ahead = conn.execute(WAITING_AT_OR_ABOVE, {"priority": priority}).scalar_one()
-            else:
-                ahead = conn.execute(WAITING_AHEAD, {"id": mine.id, "priority": mine.priority,
-                                                     "created_at": mine.created_at}).scalar_one()
-            waits = [(claimed - created).total_seconds() / 60 for created, claimed in conn.execute(RECENT_CLAIMS)]
-            wait = max(1, round(statistics.median(waits) * (int(ahead) + 1))) if waits else None
-            return Position(int(ahead), wait)
-
+        unit = partial(_position, conversation_id, priority)
         if self.runner is not None:
             return await self.runner.run(unit)
         async with self.sessions.begin() as session:
@@ -295,3 +286,14 @@ def _message(m: Message, status: str | None, code: int | None, error: str | None
             else None, "error_code": code if delivery == "failed" else None}
 
 
+def _position(conversation_id: int, priority: int, conn: Connection) -> Position:
+    """The unit behind ``Queue.position`` (module-level, so a runner may hand it to another process)."""
+    mine = conn.execute(MY_WAITING_CASE, {"conversation_id": conversation_id}).one_or_none()
+    if mine is None:  # not stored yet: everything as or more urgent is ahead
+        ahead = conn.execute(WAITING_AT_OR_ABOVE, {"priority": priority}).scalar_one()
+    else:
+        ahead = conn.execute(WAITING_AHEAD, {"id": mine.id, "priority": mine.priority,
+                                             "created_at": mine.created_at}).scalar_one()
+    waits = [(claimed - created).total_seconds() / 60 for created, claimed in conn.execute(RECENT_CLAIMS)]
+    wait = max(1, round(statistics.median(waits) * (int(ahead) + 1))) if waits else None
+    return Position(int(ahead), wait)

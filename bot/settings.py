@@ -43,6 +43,8 @@ class Settings:
     outbox_poll_interval: float = 0.5
     sla_minutes: tuple[float, float, float] = (2.0, 10.0, 30.0)
     retention_days: int = 180
+    nlu_worker: bool = False
+    sqlite_writer_process: bool = False
 
     @property
     def safe_mode(self) -> bool:
@@ -78,6 +80,8 @@ class Settings:
             reply_budget=_float(env, "BOT_REPLY_BUDGET", 4.0),
             sla_minutes=_sla(env.get("BOT_SLA_MINUTES", "")),
             retention_days=_int(env, "BOT_RETENTION_DAYS", 180),
+            nlu_worker=_choice(env, "BOT_NLU_WORKER", {"on": True, "off": False}),
+            sqlite_writer_process=_choice(env, "BOT_SQLITE_WRITER", {"process": True, "thread": False}),
             data_dir=Path(env.get("BOT_DATA_DIR", str(REPO_ROOT / "data"))),
             var_dir=var_dir,
             demo=demo,
@@ -145,6 +149,17 @@ def _sla(raw: str) -> tuple[float, float, float]:
     if len(values) != 3 or any(v <= 0 for v in values):
         raise ConfigError(f"BOT_SLA_MINUTES must be three positive numbers (P1,P2,P3 minutes), got {raw!r}")
     return values  # type: ignore[return-value]
+
+
+def _choice(env: Mapping[str, str], name: str, values: dict[str, bool]) -> bool:
+    """A helper process or not: ``auto`` (the default) means yes where the machine has a second core."""
+    raw = env.get(name, "")
+    value = raw.strip().lower() or "auto"
+    if value == "auto":
+        return (os.cpu_count() or 1) >= 2
+    if value not in values:
+        raise ConfigError(f"{name} must be auto, {' or '.join(values)}, got {raw!r}")
+    return values[value]
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

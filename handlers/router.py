@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,6 +21,7 @@ from handlers.place import country_given, location, menu, place_statement
 from handlers.services import Services
 from handlers.smalltalk import smalltalk
 from handlers.system import media, silent, unrecognised_voice, welcome
+from nlu.types import Understanding
 
 ANY = "*"
 SILENT_EVENTS = ("event:unsubscribe", "event:location", "event:view", "event:templatesendjobfinish")
@@ -118,11 +120,20 @@ class Brain:
         """Load the NLU engine, knowledge base and directory."""
         return cls(await Services.load(settings, sessions))
 
-    async def make_turn(self, msg: Inbound, conversation: ConversationState, kb_generation: int | None = None) -> Turn:
-        """Classify the message's text (if any) and attach it to the conversation."""
+    def classify_early(self, msg: Inbound) -> asyncio.Task[Understanding] | None:
+        """Start classifying the message's text now, so it overlaps loading the conversation
+        (the text alone decides the understanding); None when there is nothing to classify."""
+        if msg.msg_type in ("text", "voice") and msg.text:
+            return asyncio.ensure_future(self.services.understand(msg.text))
+        return None
+
+    async def make_turn(self, msg: Inbound, conversation: ConversationState, kb_generation: int | None = None,
+                        early: Awaitable[Understanding] | None = None) -> Turn:
+        """Classify the message's text (if any; ``early`` is its classification already under way) and attach
+        it to the conversation."""
         turn = Turn(message=msg, conversation=conversation, services=self.services, kb_generation=kb_generation)
         if msg.msg_type in ("text", "voice") and msg.text:
-            turn.nlu = await self.services.understand(msg.text)
+            turn.nlu = await (early if early is not None else self.services.understand(msg.text))
             conversation.language = turn.nlu.language
             if turn.nlu.country and (turn.nlu.foreign or (not conversation.country and not _names_china(turn))):
                 # A foreign place always counts; home only when nothing better is known, and never

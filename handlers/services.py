@@ -18,6 +18,7 @@ from knowledge import seed
 from knowledge.base import KnowledgeBase
 from nlu.engine import NLU, RasaClient
 from nlu.geo import locate
+from nlu.worker import NLUWorker
 from nlu.types import Understanding
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class Services:
         http = aiohttp.ClientSession() if settings.nlu_engine == "rasa" else None
         rasa = RasaClient(http, settings.rasa_url, settings.rasa_timeout) if http is not None else None
         nlu = await asyncio.to_thread(NLU.load, settings.data_dir, settings.var_dir / "nlu", rasa=rasa)
+        if settings.nlu_worker and rasa is None:
+            nlu.worker = NLUWorker(settings.data_dir)
+            await nlu.worker.start(nlu.model)
         kb = KnowledgeBase(sessions, settings.data_dir)
         await kb.current()
         await asyncio.to_thread(locate, 0.0, 0.0)  # load the offline geocoder now, not on the first location
@@ -55,9 +59,13 @@ class Services:
 
     def health(self) -> dict[str, str]:
         engine = self.settings.nlu_engine
-        return {"nlu": f"ok ({engine}, model {self.nlu.model.key})"}
+        worker = self.nlu.worker
+        where = "" if worker is None else f", worker pid {worker.pid}" if worker.pid else ", worker starting"
+        return {"nlu": f"ok ({engine}, model {self.nlu.model.key}{where})"}
 
     async def close(self) -> None:
+        if self.nlu.worker is not None:
+            await self.nlu.worker.close()
         if self.http is not None:
             await self.http.close()
 

@@ -19,6 +19,7 @@ from nlu.geo import Gazetteer, Place
 from nlu.lexicon import Lexicon
 from nlu.normalize import language_of, normalize
 from nlu.types import FALLBACK, Understanding
+from nlu.worker import NLUWorker
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class NLU:
     rasa: RasaClient | None = None
     floor: float = CONFIDENCE_FLOOR
     on_rasa_fallback: Callable[[str], None] | None = None
+    worker: NLUWorker | None = None
     stats: dict[str, int] = field(default_factory=lambda: {"rasa": 0, "rasa_fallbacks": 0, "builtin": 0})
 
     @classmethod
@@ -117,9 +119,16 @@ class NLU:
     def swap(self, model: BuiltinModel) -> None:
         """Serve ``model`` from the next message on (a retrained model went live; one assignment, atomic)."""
         self.model = model
+        if self.worker is not None:
+            self.worker.swap(model)
 
     async def understand(self, text: str) -> Understanding:
         """Intent, confidence, country and entities of ``text``."""
+        if self.rasa is None and self.worker is not None:
+            understood = await self.worker.understand(text)
+            if understood is not None:
+                self.stats["builtin"] += 1
+                return understood
         normalized = normalize(text[:MAX_CHARS])
         ranking, engine = await self._rank(normalized)
         return self._build(text, normalized, ranking, engine)

@@ -56,10 +56,7 @@ class GroupCommitRunner:
     """SQLite: one writer thread, many units per transaction."""
 
     def __init__(self, url: str) -> None:
-        sync_url = make_url(url).set(drivername="sqlite")
-        self.engine = create_engine(sync_url, poolclass=_single_pool(), connect_args={"check_same_thread": False})
-        event.listen(self.engine, "connect", _connect)
-        event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        self.engine = writer_engine(url)
         self._jobs: queue.SimpleQueue[tuple[Unit, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="sqlite-writer", daemon=True)
         self._thread.start()
@@ -95,23 +92,44 @@ class GroupCommitRunner:
                 self._commit(connection, batch)
 
     def _commit(self, connection: Connection, batch: list[tuple[Unit, asyncio.Future[Any]]]) -> None:
-        try:
-            with connection.begin():
-                results = [(future, True, unit(connection)) for unit, future in batch]
-        except Exception:  # some unit failed (or the commit): rerun each alone so only the failing one fails
-            results = [self._alone(connection, unit, future) for unit, future in batch]
+        results = run_batch(connection, [unit for unit, _ in batch])
         self.batches += 1
         self.units += len(batch)
-        for future, ok, value in results:
+        for (_, future), (ok, value) in zip(batch, results):
             future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
 
-    @staticmethod
-    def _alone(connection: Connection, unit: Unit, future: asyncio.Future[Any]) -> tuple[asyncio.Future[Any], bool, Any]:
-        try:
-            with connection.begin():
-                return future, True, unit(connection)
-        except Exception as exc:  # the unit's own error goes back to its caller only
-            return future, False, exc
+
+def run_batch(connection: Connection, units: list[Unit]) -> list[tuple[bool, Any]]:
+    """Run ``units`` in one transaction: (True, result) each; if any fails (or the commit does), the batch is
+    rolled back and each unit is run again in a transaction of its own, so only the failing one fails."""
+    try:
+        with connection.begin():
+            return [(True, unit(connection)) for unit in units]
+    except Exception:
+        return [_alone(connection, unit) for unit in units]
+
+
+def _alone(connection: Connection, unit: Unit) -> tuple[bool, Any]:
+    try:
+        with connection.begin():
+            return True, unit(connection)
+    except Exception as exc:  # the unit's own error goes back to its caller only
+        return False, exc
+
+
+def writer_engine(url: str) -> Any:
+    """A synchronous engine for SQLite's writer: stdlib driver, one connection per thread, BEGIN IMMEDIATE."""
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(sync_url, poolclass=_single_pool(), connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _connect)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    return engine
+
+
+def open_writer(url: str) -> tuple[Any, Connection]:
+    """The writer engine and its connection (the writer process's side)."""
+    engine = writer_engine(url)
+    return engine, engine.connect()
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -139,5 +157,15 @@ def _single_pool() -> Any:
     return SingletonThreadPool
 
 
-def make_runner(url: str, engine: AsyncEngine) -> Runner:
-    return GroupCommitRunner(url) if is_sqlite(url) else AsyncRunner(engine)
+async def make_runner(url: str, engine: AsyncEngine, *, writer_process: bool = False) -> Runner:
+    """PostgreSQL: the async engine. SQLite: a writer process (``writer_process``; see bot/storage/writer.py)
+    or a writer thread."""
+    if not is_sqlite(url):
+        return AsyncRunner(engine)
+    if not writer_process:
+        return GroupCommitRunner(url)
+    from bot.storage.writer import ProcessRunner
+
+    runner = ProcessRunner(url)
+    await runner.start()
+    return runner

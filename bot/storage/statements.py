@@ -49,7 +49,15 @@ def select_where(table: Table, columns: tuple[str, ...], key: str) -> Any:
 
 def run_insert(conn: Any, table: Table, values: dict[str, Any], dialect: str, conflict: str | None = None,
                returning: bool = False) -> Any:
-    return execute(conn, insert_row(table, tuple(sorted(values)), dialect, conflict, returning), values)
+    """Insert a row; with ``returning``, the rows hold the new id (none when a conflict skipped the insert).
+
+    On SQLite the id is the driver's ``lastrowid`` rather than ``RETURNING``: a RETURNING row costs SQLite
+    one more step, and the driver gives up the interpreter lock around each step."""
+    keys = tuple(sorted(values))
+    if not (returning and conn.dialect.name == "sqlite"):
+        return execute(conn, insert_row(table, keys, dialect, conflict, returning), values)
+    result = execute(conn, insert_row(table, keys, dialect, conflict), values)
+    return Rows([(result.lastrowid,)] if result.rowcount == 1 else [], result.rowcount)
 
 
 def run_update(conn: Any, table: Table, row_id: int, values: dict[str, Any]) -> Any:
@@ -59,10 +67,10 @@ def run_update(conn: Any, table: Table, row_id: int, values: dict[str, Any]) -> 
 class Rows:
     """The rows of a statement run on the driver, with the small part of SQLAlchemy's ``Result`` the units use."""
 
-    __slots__ = ("rows", "rowcount")
+    __slots__ = ("rows", "rowcount", "lastrowid")
 
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self.rows, self.rowcount = rows, rowcount
+    def __init__(self, rows: list[Any], rowcount: int, lastrowid: int | None = None) -> None:
+        self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.rows)
@@ -143,7 +151,7 @@ def execute(conn: Any, statement: Any, values: dict[str, Any] | None = None) -> 
     try:
         cursor.execute(plan.sql, args)
         fetched = cursor.fetchall() if cursor.description else []
-        rowcount = cursor.rowcount
+        rowcount, lastrowid = cursor.rowcount, cursor.lastrowid
     except sqlite3.Error as exc:  # the same exception types as through SQLAlchemy (callers retry DBAPIError)
         raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error) from exc
     finally:
@@ -151,4 +159,4 @@ def execute(conn: Any, statement: Any, values: dict[str, Any] | None = None) -> 
     if plan.row is not None:
         results = plan.results
         fetched = [plan.row(*(f(v) if f else v for f, v in zip(results, raw))) for raw in fetched]
-    return Rows(fetched, rowcount)
+    return Rows(fetched, rowcount, lastrowid)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from functools import lru_cache
+from functools import lru_cache, partial
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -82,186 +82,193 @@ class Store:
         self.runner = runner
         self.instance = instance or secrets.token_hex(8)
         self.dialect = dialect
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     async def heartbeat(self) -> None:
         """Tell other processes this one is alive (its leases are real)."""
-        insert, me = self._insert, self.instance
-
-        def unit(conn: Connection) -> None:
-            now = utcnow()
-            conn.execute(insert(Instance.__table__).values(id=me, started_at=now, heartbeat_at=now)
-                         .on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now}))
-            conn.execute(delete(Instance).where(Instance.heartbeat_at < now - timedelta(days=1)))
-
-        await self.runner.run(unit)
+        await self.runner.run(partial(_heartbeat, self.dialect, self.instance))
 
     async def record_inbound(self, msg: Inbound, lease: timedelta) -> Recorded:
         """Store the message (dedup on its channel key) and refresh the user's service window."""
-        dialect, me = self.dialect, self.instance
-
-        def unit(conn: Connection) -> Recorded:
-            now = utcnow()
-            user_id = _touch_user(conn, dialect, msg, now)
-            new_id = run_insert(conn, MESSAGES, dict(
-                user_id=user_id, direction="in", sender="user", channel_key=msg.channel_key, msg_type=msg.kind,
-                text=msg.text if msg.text is not None else msg.event_key, status="received",
-                lease_until=now + lease, lease_owner=me, created_at=now, seq=0),
-                dialect, conflict="channel_key", returning=True).scalar_one_or_none()
-            if new_id is not None:
-                return Recorded(new_id, user_id, True, "received", now + lease)
-            row = execute(conn, select_where(MESSAGES, ("id", "status", "lease_until"), "channel_key"),
-                               {"channel_key": msg.channel_key}).one()
-            return Recorded(row.id, user_id, False, row.status, row.lease_until)
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_record_inbound, self.dialect, self.instance, msg, lease))
 
     async def claim(self, message_id: int, lease: timedelta) -> bool:
         """Take over an unanswered message whose worker is gone: its lease ran out or its process died."""
-        me = self.instance
-
-        def unit(conn: Connection) -> bool:
-            now = utcnow()
-            result = conn.execute(
-                update(Message).where(Message.id == message_id, Message.status == "received", _abandoned(now))
-                .values(lease_until=now + lease, lease_owner=me))
-            return bool(result.rowcount)
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_claim, self.instance, message_id, lease))
 
     async def status_of(self, message_id: int) -> tuple[str, datetime | None]:
         """The inbound message's status and lease."""
-        def unit(conn: Connection) -> tuple[str, datetime | None]:
-            row = conn.execute(select(Message.status, Message.lease_until).where(Message.id == message_id)).one()
-            return row.status, row.lease_until
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_status_of, message_id))
 
     async def replies_to(self, message_id: int) -> list[tuple[int, str, str | None]]:
         """Stored replies to an inbound message, in order: (id, text, delivery)."""
-        def unit(conn: Connection) -> list[tuple[int, str, str | None]]:
-            rows = conn.execute(select(Message.id, Message.text, Message.delivery)
-                                .where(Message.reply_to_id == message_id).order_by(Message.seq))
-            return [(r.id, r.text or "", r.delivery) for r in rows]
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_replies_to, message_id))
 
     async def stale_unanswered(self, older_than: timedelta, limit: int = 50) -> list[int]:
         """Inbound messages whose worker died before answering (lease expired)."""
-        def unit(conn: Connection) -> list[int]:
-            now = utcnow()
-            rows = conn.execute(
-                select(Message.id).where(Message.direction == "in", Message.status == "received", _abandoned(now),
-                                         Message.created_at > now - older_than)
-                .order_by(Message.id).limit(limit))
-            return [r.id for r in rows]
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_stale_unanswered, older_than, limit))
 
     async def inbound_for_retry(self, message_id: int) -> tuple[str, str, str | None, int]:
         """(openid, kind, text, user_id) of a stored inbound message."""
-        def unit(conn: Connection) -> tuple[str, str, str | None, int]:
-            row = conn.execute(select(User.openid, Message.msg_type, Message.text, Message.user_id)
-                               .join(User, User.id == Message.user_id).where(Message.id == message_id)).one()
-            return row.openid, row.msg_type, row.text, row.user_id
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_inbound_for_retry, message_id))
 
     async def load_turn(self, user_id: int, message_id: int, since: timedelta) -> Loaded:
         """The user's conversation (created on first use), the knowledge base's generation, and the user's
         earlier messages (recorded less than ``since`` ago) that are still unanswered."""
-        dialect = self.dialect
-
-        def unit(conn: Connection) -> Loaded:
-            now = utcnow()
-            loaded = _read_conversation(conn, user_id)
-            if loaded is None:
-                run_insert(conn, CONVERSATIONS, dict(user_id=user_id, state="idle", language="zh", context={},
-                                                     updated_at=now), dialect, conflict="user_id")
-                loaded = _read_conversation(conn, user_id)
-            assert loaded is not None
-            earlier = execute(conn, EARLIER_UNANSWERED, {"user_id": user_id, "message_id": message_id,
-                                                        "since": now - since}).all()
-            busy: list[int] = []
-            abandoned: list[int] = []
-            if earlier:
-                alive = set(execute(conn, ALIVE, {"since": now - DEAD_AFTER}).scalars())
-                for row in earlier:
-                    live = row.lease_until is not None and row.lease_until > now and row.lease_owner in alive
-                    (busy if live else abandoned).append(row.id)
-            return Loaded(loaded[0], loaded[1], busy, abandoned)
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_load_turn, self.dialect, user_id, message_id, since))
 
     async def release(self, message_id: int) -> None:
         """Give up this process's lease on an unanswered message (its handling failed): anyone may take it."""
-        me = self.instance
-
-        def unit(conn: Connection) -> None:
-            conn.execute(update(Message).where(Message.id == message_id, Message.status == "received",
-                                               Message.lease_owner == me).values(lease_until=None, lease_owner=None))
-
-        await self.runner.run(unit)
+        await self.runner.run(partial(_release, self.instance, message_id))
 
     async def save_turn(self, *, message_id: int, conversation: ConversationState, replies: list[str],
                         passive: bool, inbound_update: dict[str, Any], user_update: dict[str, Any],
                         escalation: dict[str, Any] | None, openid: str) -> Saved:
         """Store a handled turn at once: replies, conversation, user, escalation, outbox rows."""
-        dialect = self.dialect
-
-        def unit(conn: Connection) -> Saved:
-            now = utcnow()
-            saved = Saved()
-            for seq, text in enumerate(replies):
-                delivery = "passive" if passive and seq == 0 else "outbox"
-                reply_id = run_insert(conn, MESSAGES, dict(
-                    user_id=conversation.user_id, direction="out", sender="bot", msg_type="text", text=text,
-                    status="ready", reply_to_id=message_id, seq=seq, delivery=delivery, created_at=now),
-                    dialect, returning=True).scalar_one()
-                saved.reply_ids.append(reply_id)
-                if delivery == "passive":
-                    saved.passive_id = reply_id
-                else:
-                    _queue_out(conn, conversation.user_id, reply_id, openid, text, now)
-            run_update(conn, MESSAGES, message_id,
-                       dict(status="answered", answered_at=now, lease_until=None, **inbound_update))
-            run_update(conn, CONVERSATIONS, conversation.id, dict(
-                state=conversation.state, country=conversation.country, language=conversation.language,
-                context=conversation.context, updated_at=now))
-            if user_update:
-                run_update(conn, USERS, conversation.user_id, user_update)
-            if escalation is not None:
-                _open_escalation(conn, conversation, escalation, now)
-            return saved
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_save_turn, self.dialect, message_id, conversation, replies, passive,
+                                             inbound_update, user_update, escalation, openid))
 
     async def move_passive_to_outbox(self, reply_id: int, openid: str, user_id: int) -> None:
         """The passive window closed before the reply was ready: send it through the outbox."""
-        def unit(conn: Connection) -> None:
-            text = conn.execute(select(Message.text).where(Message.id == reply_id)).scalar_one()
-            conn.execute(update(Message).where(Message.id == reply_id).values(delivery="outbox"))
-            _queue_out(conn, user_id, reply_id, openid, text or "", utcnow())
-
-        await self.runner.run(unit)
+        await self.runner.run(partial(_move_passive_to_outbox, reply_id, openid, user_id))
 
     async def enqueue(self, *, user_id: int, openid: str, text: str, sender: str = "bot") -> int:
         """Store an outgoing message and queue it for the customer-service API."""
-        dialect = self.dialect
-
-        def unit(conn: Connection) -> int:
-            now = utcnow()
-            message_id = run_insert(conn, MESSAGES, dict(
-                user_id=user_id, direction="out", sender=sender, msg_type="text", text=text, status="ready",
-                delivery="outbox", created_at=now, seq=0), dialect, returning=True).scalar_one()
-            _queue_out(conn, user_id, message_id, openid, text, now)
-            return int(message_id)
-
-        return await self.runner.run(unit)
+        return await self.runner.run(partial(_enqueue, self.dialect, user_id, openid, text, sender))
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""
-        await self.runner.run(lambda conn: conn.execute(select(1)).scalar_one())
+        await self.runner.run(_ping)
+
+
+# The units themselves: module-level functions of plain values (bound with ``partial``), so that a
+# runner may also hand them to another process.
+
+def _heartbeat(dialect: str, me: str, conn: Connection) -> None:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    conn.execute(insert(Instance.__table__).values(id=me, started_at=now, heartbeat_at=now)
+                 .on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now}))
+    conn.execute(delete(Instance).where(Instance.heartbeat_at < now - timedelta(days=1)))
+
+
+def _record_inbound(dialect: str, me: str, msg: Inbound, lease: timedelta, conn: Connection) -> Recorded:
+    now = utcnow()
+    user_id = _touch_user(conn, dialect, msg, now)
+    new_id = run_insert(conn, MESSAGES, dict(
+        user_id=user_id, direction="in", sender="user", channel_key=msg.channel_key, msg_type=msg.kind,
+        text=msg.text if msg.text is not None else msg.event_key, status="received",
+        lease_until=now + lease, lease_owner=me, created_at=now, seq=0),
+        dialect, conflict="channel_key", returning=True).scalar_one_or_none()
+    if new_id is not None:
+        return Recorded(new_id, user_id, True, "received", now + lease)
+    row = execute(conn, select_where(MESSAGES, ("id", "status", "lease_until"), "channel_key"),
+                  {"channel_key": msg.channel_key}).one()
+    return Recorded(row.id, user_id, False, row.status, row.lease_until)
+
+
+def _claim(me: str, message_id: int, lease: timedelta, conn: Connection) -> bool:
+    now = utcnow()
+    result = conn.execute(
+        update(Message).where(Message.id == message_id, Message.status == "received", _abandoned(now))
+        .values(lease_until=now + lease, lease_owner=me))
+    return bool(result.rowcount)
+
+
+def _status_of(message_id: int, conn: Connection) -> tuple[str, datetime | None]:
+    row = conn.execute(select(Message.status, Message.lease_until).where(Message.id == message_id)).one()
+    return row.status, row.lease_until
+
+
+def _replies_to(message_id: int, conn: Connection) -> list[tuple[int, str, str | None]]:
+    rows = conn.execute(select(Message.id, Message.text, Message.delivery)
+                        .where(Message.reply_to_id == message_id).order_by(Message.seq))
+    return [(r.id, r.text or "", r.delivery) for r in rows]
+
+
+def _stale_unanswered(older_than: timedelta, limit: int, conn: Connection) -> list[int]:
+    now = utcnow()
+    rows = conn.execute(
+        select(Message.id).where(Message.direction == "in", Message.status == "received", _abandoned(now),
+                                 Message.created_at > now - older_than)
+        .order_by(Message.id).limit(limit))
+    return [r.id for r in rows]
+
+
+def _inbound_for_retry(message_id: int, conn: Connection) -> tuple[str, str, str | None, int]:
+    row = conn.execute(select(User.openid, Message.msg_type, Message.text, Message.user_id)
+                       .join(User, User.id == Message.user_id).where(Message.id == message_id)).one()
+    return row.openid, row.msg_type, row.text, row.user_id
+
+
+def _load_turn(dialect: str, user_id: int, message_id: int, since: timedelta, conn: Connection) -> Loaded:
+    now = utcnow()
+    loaded = _read_conversation(conn, user_id)
+    if loaded is None:
+        run_insert(conn, CONVERSATIONS, dict(user_id=user_id, state="idle", language="zh", context={},
+                                             updated_at=now), dialect, conflict="user_id")
+        loaded = _read_conversation(conn, user_id)
+    assert loaded is not None
+    earlier = execute(conn, EARLIER_UNANSWERED, {"user_id": user_id, "message_id": message_id,
+                                                "since": now - since}).all()
+    busy: list[int] = []
+    abandoned: list[int] = []
+    if earlier:
+        alive = set(execute(conn, ALIVE, {"since": now - DEAD_AFTER}).scalars())
+        for row in earlier:
+            live = row.lease_until is not None and row.lease_until > now and row.lease_owner in alive
+            (busy if live else abandoned).append(row.id)
+    return Loaded(loaded[0], loaded[1], busy, abandoned)
+
+
+def _release(me: str, message_id: int, conn: Connection) -> None:
+    conn.execute(update(Message).where(Message.id == message_id, Message.status == "received",
+                                       Message.lease_owner == me).values(lease_until=None, lease_owner=None))
+
+
+def _save_turn(dialect: str, message_id: int, conversation: ConversationState, replies: list[str], passive: bool,
+               inbound_update: dict[str, Any], user_update: dict[str, Any], escalation: dict[str, Any] | None,
+               openid: str, conn: Connection) -> Saved:
+    now = utcnow()
+    saved = Saved()
+    for seq, text in enumerate(replies):
+        delivery = "passive" if passive and seq == 0 else "outbox"
+        reply_id = run_insert(conn, MESSAGES, dict(
+            user_id=conversation.user_id, direction="out", sender="bot", msg_type="text", text=text,
+            status="ready", reply_to_id=message_id, seq=seq, delivery=delivery, created_at=now),
+            dialect, returning=True).scalar_one()
+        saved.reply_ids.append(reply_id)
+        if delivery == "passive":
+            saved.passive_id = reply_id
+        else:
+            _queue_out(conn, conversation.user_id, reply_id, openid, text, now)
+    run_update(conn, MESSAGES, message_id, dict(status="answered", answered_at=now, lease_until=None, **inbound_update))
+    run_update(conn, CONVERSATIONS, conversation.id, dict(
+        state=conversation.state, country=conversation.country, language=conversation.language,
+        context=conversation.context, updated_at=now))
+    if user_update:
+        run_update(conn, USERS, conversation.user_id, user_update)
+    if escalation is not None:
+        _open_escalation(conn, conversation, escalation, now)
+    return saved
+
+
+def _move_passive_to_outbox(reply_id: int, openid: str, user_id: int, conn: Connection) -> None:
+    text = conn.execute(select(Message.text).where(Message.id == reply_id)).scalar_one()
+    conn.execute(update(Message).where(Message.id == reply_id).values(delivery="outbox"))
+    _queue_out(conn, user_id, reply_id, openid, text or "", utcnow())
+
+
+def _enqueue(dialect: str, user_id: int, openid: str, text: str, sender: str, conn: Connection) -> int:
+    now = utcnow()
+    message_id = run_insert(conn, MESSAGES, dict(
+        user_id=user_id, direction="out", sender=sender, msg_type="text", text=text, status="ready",
+        delivery="outbox", created_at=now, seq=0), dialect, returning=True).scalar_one()
+    _queue_out(conn, user_id, message_id, openid, text, now)
+    return int(message_id)
+
+
+def _ping(conn: Connection) -> None:
+    conn.execute(select(1)).scalar_one()
 
 
 DEAD_AFTER = timedelta(seconds=6)

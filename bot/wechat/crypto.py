@@ -95,7 +95,8 @@ def envelope_ciphertext(body: bytes) -> str:
 def parse_xml_fields(body: bytes | str) -> dict[str, object]:
     """Parse WeChat's flat ``<xml>`` document safely; DTDs and entities are refused."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-    if b"<!DOCTYPE" in raw.upper() or b"<!ENTITY" in raw.upper():
+    upper = raw.upper()
+    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
         raise BadRequest("DTDs are not accepted")
     try:
         doc = xmltodict.parse(raw, disable_entities=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -93,12 +94,12 @@ def render_text_reply(message: Inbound, text: str, now: int | None = None) -> st
     return reply.render()
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def strip_control(text: str) -> str:
     """Drop characters XML 1.0 cannot carry (C0 controls except tab/newline, lone surrogates)."""
-    return "".join(
-        ch for ch in text
-        if (ch >= " " or ch in "\t\n\r") and not ("\ud800" <= ch <= "\udfff") and ch not in "\ufffe\uffff"
-    )
+    return _NOT_XML.sub("", text)
 
 
 def _text(fields: dict[str, object], name: str, *, required: bool = False) -> str | None:

@@ -1,0 +1,256 @@
+"""The SQLite writer in a process of its own, so that writing never waits for the web server's GIL.
+
+Python's sqlite3 driver lets go of the interpreter lock (GIL) around every call into SQLite and must
+take it back afterwards. A writer *thread* beside a busy event loop waits for the loop at each of
+those points: on this 2-core machine a writer thread ran 57 times slower than its CPU time beside a
+loop running Python flat out, and under the load benchmark every batch took 2.5 times its CPU time,
+which set the latency of every message (three round trips each). ``ProcessRunner`` runs the same
+units, with the same group commit (``GroupCommitRunner``'s batching, one transaction per batch, a
+failing unit rerun alone), in a child process (``python -m bot.storage.writer URL``) with a GIL of its
+own, on the machine's other core; the server only pickles a unit and reads back its result.
+
+Units must therefore be picklable: module-level functions of plain values, bound with
+``functools.partial`` (every unit in ``bot.storage.store``, ``bot.outbox`` and ``bot.queue`` is). A
+result or error that cannot be pickled comes back as an error naming it, never silently.
+
+If the child dies (it never should; a bug, or the OOM killer), every unit in flight fails with an
+``OperationalError`` (the webhook's database-error retry path; each unit is one transaction, so it
+either committed or did not), and a new child starts at once. Units sent meanwhile wait for it. The
+child exits when the server closes its end of the pipe, including when the server is killed, after
+finishing (committing) the batch in hand.
+
+Frames both ways: a 4-byte big-endian length and a pickle. Only this server's own child is ever
+unpickled from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import select
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HEADER = struct.Struct(">I")
+ROOT = Path(__file__).resolve().parent.parent.parent
+MAX_BATCH = 256
+
+
+class WriterStopped(Exception):
+    """The writer process ended with this unit in flight."""
+
+
+class ProcessRunner:
+    """SQLite: units of work sent to a writer process that commits them in batches."""
+
+    def __init__(self, url: str, *, start_timeout: float = 60.0) -> None:
+        self.url = url
+        self.start_timeout = start_timeout
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._ids = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._out: list[bytes] = []
+        self._ready = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+        self._started: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Start the writer and wait until it has opened the database."""
+        self._started = asyncio.get_running_loop().create_future()
+        self._supervisor = asyncio.create_task(self._supervise(), name="sqlite-writer-process")
+        await asyncio.wait_for(asyncio.shield(self._started), self.start_timeout)
+
+    async def run(self, unit: Callable[[Connection], T]) -> T:
+        if not self._ready.is_set():
+            await asyncio.wait_for(self._ready.wait(), self.start_timeout)
+        ident = next(self._ids)
+        payload = pickle.dumps((ident, unit), protocol=pickle.HIGHEST_PROTOCOL)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = future
+        self._out.append(HEADER.pack(len(payload)) + payload)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)  # units sent in one loop pass share a write
+        return await future
+
+    async def close(self) -> None:
+        self._closing = True
+        process = self.process
+        if process is not None and process.stdin is not None:
+            self._flush()
+            process.stdin.close()  # the child finishes its batch, answers it and exits
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except asyncio.TimeoutError:
+                process.kill()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self._fail_all()
+
+    def _flush(self) -> None:
+        frames, self._out = self._out, []
+        process = self.process
+        if not frames:
+            return
+        if process is None or process.stdin is None or process.stdin.is_closing():
+            self._fail_all()  # gone meanwhile: the supervisor starts another
+            return
+        process.stdin.write(b"".join(frames))
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            try:
+                await self._run_child()
+            except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError, ValueError) as exc:
+                if not self._closing:
+                    log.error("sqlite writer process stopped", extra={"error": type(exc).__name__})
+            self._ready.clear()
+            if self.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+            self._fail_all()
+            if self._closing:
+                return
+            self.restarts += 1
+            await asyncio.sleep(min(0.1 * self.restarts, 5.0))
+
+    async def _run_child(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.storage.writer", self.url,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, limit=2 ** 26)
+        stdout = self.process.stdout
+        assert stdout is not None
+        while True:
+            size = HEADER.unpack(await stdout.readexactly(HEADER.size))[0]
+            kind, body = pickle.loads(await stdout.readexactly(size))
+            if kind == "ready":
+                log.info("sqlite writer process ready", extra={"pid": body})
+                self._ready.set()
+                if self._started is not None and not self._started.done():
+                    self._started.set_result(None)
+            elif kind == "done":
+                for ident, ok, value in body:
+                    future = self._waiting.pop(ident, None)
+                    if future is None or future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+
+    def _fail_all(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(OperationalError("(sqlite writer process)", None,
+                                                      WriterStopped("the writer process stopped")))
+
+
+# The child.
+
+class _Frames:
+    """Length-prefixed frames from a file descriptor: block for one, then take whatever else has arrived."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+        self.closed = False
+
+    def _fill(self, block: bool) -> None:
+        if self.closed:
+            return
+        if not block and not select.select([self.fd], [], [], 0)[0]:
+            return
+        chunk = os.read(self.fd, 1 << 20)
+        if not chunk:
+            self.closed = True
+        self.buffer += chunk
+
+    def _take(self) -> Any | None:
+        if len(self.buffer) < HEADER.size:
+            return None
+        size = HEADER.unpack_from(self.buffer)[0]
+        if len(self.buffer) < HEADER.size + size:
+            return None
+        payload = bytes(self.buffer[HEADER.size:HEADER.size + size])
+        del self.buffer[:HEADER.size + size]
+        return pickle.loads(payload)
+
+    def batch(self, limit: int) -> list[Any] | None:
+        """Up to ``limit`` frames (waiting for the first); None once the server has closed the pipe."""
+        items: list[Any] = []
+        while not items:
+            while (item := self._take()) is not None:
+                items.append(item)
+                if len(items) == limit:
+                    return items
+            if items:
+                break
+            if self.closed:
+                return None
+            self._fill(block=True)
+        self._fill(block=False)
+        while len(items) < limit and (item := self._take()) is not None:
+            items.append(item)
+        return items
+
+
+def _result(ident: int, ok: bool, value: Any) -> tuple[int, bool, Any]:
+    """The entry for one unit, with anything unpicklable replaced by an error that says so."""
+    try:
+        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 — whatever pickle raises, the caller must hear of it
+        return ident, False, RuntimeError(f"unit result could not be sent back: {type(value).__name__} "
+                                          f"({type(exc).__name__}: {exc})")
+    return ident, ok, value
+
+
+def serve(url: str, inbound: int, outbound: Any) -> None:
+    """Run batches of units from ``inbound`` until it closes; answers go to ``outbound``."""
+    from bot.storage.runner import open_writer, run_batch
+
+    engine, connection = open_writer(url)
+    frames = _Frames(inbound)
+
+    def send(message: tuple[str, Any]) -> None:
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        outbound.write(HEADER.pack(len(payload)) + payload)
+        outbound.flush()
+
+    try:
+        send(("ready", os.getpid()))
+        while (batch := frames.batch(MAX_BATCH)) is not None:
+            units = [unit for _, unit in batch]
+            results = run_batch(connection, units)
+            send(("done", [_result(ident, ok, value) for (ident, _), (ok, value) in zip(batch, results)]))
+    finally:
+        connection.close()
+        engine.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    outbound = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must never corrupt a frame
+    serve(sys.argv[1], sys.stdin.fileno(), outbound)
+
+
+if __name__ == "__main__":
+    main()

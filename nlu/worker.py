@@ -1,0 +1,233 @@
+"""The built-in engine in a child process, so classification runs beside the web server, not under its GIL.
+
+Under load the bot process is bound by one core (Python's GIL): receiving, storing and answering
+messages share it with jieba and the intent model, about a third of the work per message. On a machine
+with a core to spare, ``NLUWorker`` runs that third in a child process (``python -m nlu.worker``)
+and the server only waits for the answer.
+
+Messages waiting at the same time go to the child together, one batch in flight at a time, so the
+child's and the pipe's cost per message falls as load rises and a lone message is sent at once.
+The child computes exactly what ``NLU.understand_now`` computes in the server (same model, lexicon
+and gazetteer), so an answer never depends on where it was classified.
+
+The worker is an accelerator only: until the child is ready, when it dies or is slower than
+``timeout``, ``understand`` returns None and the caller classifies in its own process; a dead or
+stuck child is replaced in the background. A retrained model goes to the child before any later
+message (one ordered pipe).
+
+Frames both ways are a 4-byte big-endian length and a pickle (parent and child are the same code,
+on the same machine; nothing from outside is ever unpickled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import struct
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from nlu.builtin import BuiltinModel
+from nlu.types import Understanding
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">I")
+MAX_BATCH = 64
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NLUWorker:
+    """A child process classifying batches of messages with the built-in engine."""
+
+    def __init__(self, data_dir: Path, *, timeout: float = 1.0, restart_after: float = 1.0) -> None:
+        self.data_dir = data_dir
+        self.timeout = timeout
+        self.restart_after = restart_after
+        self.model: BuiltinModel | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self.ready = False
+        self.restarts = 0
+        self.fallbacks = 0
+        self._ids = itertools.count()
+        self._pending: list[tuple[int, str, asyncio.Future[Understanding | None]]] = []
+        self._inflight: dict[int, asyncio.Future[Understanding | None]] = {}
+        self._flush_scheduled = False
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.ready else None
+
+    async def start(self, model: BuiltinModel) -> None:
+        """Start the child with ``model``; it serves once it has loaded (a second or two), in-process until then."""
+        self.model = model
+        self._reader = asyncio.create_task(self._supervise(), name="nlu-worker")
+
+    def swap(self, model: BuiltinModel) -> None:
+        """Serve ``model`` from the next batch on (the frame goes ahead of any later batch)."""
+        self.model = model
+        if self.process is not None and self.process.stdin is not None and not self.process.stdin.is_closing():
+            self._send(("model", model))
+
+    async def understand(self, text: str) -> Understanding | None:
+        """The child's understanding of ``text``, or None when the caller should classify it itself."""
+        if not self.ready:
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Understanding | None] = loop.create_future()
+        self._pending.append((next(self._ids), text, future))
+        if not self._inflight and not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)  # after this loop pass, so messages arriving together go together
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except asyncio.TimeoutError:
+            log.warning("nlu worker too slow; classifying in the server and replacing it",
+                        extra={"timeout_s": self.timeout})
+            self._replace()
+            result = None
+        if result is None:
+            self.fallbacks += 1
+        return result
+
+    async def close(self) -> None:
+        self._closing = True
+        self._stop_child()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._fail_all()
+
+    # The parent's side of the pipe.
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._inflight or not self._pending or not self.ready:
+            return
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        self._inflight = {ident: future for ident, _, future in batch}
+        self._send(("batch", [(ident, text) for ident, text, _ in batch]))
+
+    def _send(self, message: tuple[str, Any]) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self.process.stdin.write(HEADER.pack(len(payload)) + payload)
+
+    async def _supervise(self) -> None:
+        """Run the child; when it ends, answer everything waiting with None and start another."""
+        while not self._closing:
+            try:
+                await self._run_child()
+            except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError, ValueError) as exc:
+                log.warning("nlu worker stopped", extra={"error": type(exc).__name__})
+            self.ready = False
+            self._stop_child()
+            if self.process is not None:
+                await self.process.wait()
+            self._fail_all()
+            if self._closing:
+                return
+            self.restarts += 1
+            await asyncio.sleep(min(self.restart_after * self.restarts, 30.0))
+
+    async def _run_child(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nlu.worker", str(self.data_dir),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, limit=2 ** 26)
+        assert self.process.stdout is not None and self.model is not None
+        self._send(("model", self.model))
+        while True:
+            size = HEADER.unpack(await self.process.stdout.readexactly(HEADER.size))[0]
+            kind, body = pickle.loads(await self.process.stdout.readexactly(size))
+            if kind == "ready":
+                self.ready = True
+                log.info("nlu worker ready", extra={"pid": body})
+            elif kind == "batch":
+                inflight, self._inflight = self._inflight, {}
+                for ident, result in body:
+                    future = inflight.pop(ident, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)  # None where the child failed on this text
+                for future in inflight.values():
+                    if not future.done():
+                        future.set_result(None)
+                self._flush()
+
+    def _replace(self) -> None:
+        """A stuck child: stop it; ``_supervise`` fails what waits and starts another."""
+        self.ready = False
+        self._stop_child()
+
+    def _stop_child(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+    def _fail_all(self) -> None:
+        waiting = list(self._inflight.values()) + [future for _, _, future in self._pending]
+        self._inflight, self._pending = {}, []
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
+
+
+# The child's side.
+
+def _read(stream: BinaryIO) -> tuple[str, Any] | None:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None  # the server closed the pipe (or died): stop
+    size = HEADER.unpack(header)[0]
+    return pickle.loads(stream.read(size))  # type: ignore[no-any-return]
+
+
+def _write(stream: BinaryIO, message: tuple[str, Any]) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
+    """Answer frames until the server closes the pipe: the first one must carry the model."""
+    from nlu.engine import NLU, _static_files, _static_parts
+    from nlu.data import fingerprint
+
+    first = _read(inbound)
+    if first is None or first[0] != "model":
+        raise SystemExit("nlu worker: the first frame must be the model")
+    lexicon, gazetteer = _static_parts(data_dir, fingerprint(_static_files(data_dir)))
+    nlu = NLU(model=first[1], lexicon=lexicon, gazetteer=gazetteer)
+    _write(outbound, ("ready", os.getpid()))
+    while (message := _read(inbound)) is not None:
+        kind, body = message
+        if kind == "model":
+            nlu.swap(body)
+        elif kind == "batch":
+            results: list[tuple[int, Understanding | None]] = []
+            for ident, text in body:
+                try:
+                    results.append((ident, nlu.understand_now(text)))
+                except Exception:  # noqa: BLE001 — one bad text must not stop the others; the server retries it
+                    log.exception("nlu worker failed on one message")
+                    results.append((ident, None))
+            _write(outbound, ("batch", results))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    inbound, outbound = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must never corrupt a frame
+    serve(Path(sys.argv[1]), inbound, outbound)
+
+
+if __name__ == "__main__":
+    main()
