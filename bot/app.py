@@ -204,12 +204,15 @@ async def _webhook_receive(request: web.Request) -> web.Response:
     return await request.app[WEBHOOK].receive(request)
 
 
+HEALTH_TIMEOUT = 3.0  # seconds: a database (or writer process) slower than this is reported, not waited for
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and readiness: the database answers, the NLU engine is loaded."""
     app = request.app
     checks: dict[str, str] = {}
     try:
-        await app[STORE].ping()
+        await asyncio.wait_for(app[STORE].ping(), HEALTH_TIMEOUT)
         checks["database"] = "ok"
     except Exception as exc:  # health endpoint: report, never raise
         checks["database"] = f"error: {type(exc).__name__}"

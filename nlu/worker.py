@@ -27,19 +27,17 @@ import itertools
 import logging
 import os
 import pickle
-import struct
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bot.children import HEADER, reap, spawn
 from nlu.builtin import BuiltinModel
 from nlu.types import Understanding
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct(">I")
 MAX_BATCH = 64
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class NLUWorker:
@@ -88,7 +86,7 @@ class NLUWorker:
             loop.call_soon(self._flush)  # after this loop pass, so messages arriving together go together
         try:
             result = await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("nlu worker too slow; classifying in the server and replacing it",
                         extra={"timeout_s": self.timeout})
             self._replace()
@@ -99,11 +97,12 @@ class NLUWorker:
 
     async def close(self) -> None:
         self._closing = True
-        self._stop_child()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        if self.process is not None:
+            await reap(self.process, timeout=5)
         self._fail_all()
 
     # The parent's side of the pipe.
@@ -131,7 +130,7 @@ class NLUWorker:
             self.ready = False
             self._stop_child()
             if self.process is not None:
-                await self.process.wait()
+                await reap(self.process, timeout=5)
             self._fail_all()
             if self._closing:
                 return
@@ -139,10 +138,7 @@ class NLUWorker:
             await asyncio.sleep(min(self.restart_after * self.restarts, 30.0))
 
     async def _run_child(self) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nlu.worker", str(self.data_dir),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, limit=2 ** 26)
+        self.process = await spawn("nlu.worker", str(self.data_dir))
         assert self.process.stdout is not None and self.model is not None
         self._send(("model", self.model))
         while True:
@@ -198,8 +194,8 @@ def _write(stream: BinaryIO, message: tuple[str, Any]) -> None:
 
 def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
     """Answer frames until the server closes the pipe: the first one must carry the model."""
-    from nlu.engine import NLU, _static_files, _static_parts
     from nlu.data import fingerprint
+    from nlu.engine import NLU, _static_files, _static_parts
 
     first = _read(inbound)
     if first is None or first[0] != "model":
@@ -216,7 +212,7 @@ def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
             for ident, text in body:
                 try:
                     results.append((ident, nlu.understand_now(text)))
-                except Exception:  # noqa: BLE001 — one bad text must not stop the others; the server retries it
+                except Exception:  # one bad text must not stop the others; the server retries it
                     log.exception("nlu worker failed on one message")
                     results.append((ident, None))
             _write(outbound, ("batch", results))

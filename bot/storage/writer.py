@@ -10,8 +10,10 @@ failing unit rerun alone), in a child process (``python -m bot.storage.writer UR
 own, on the machine's other core; the server only pickles a unit and reads back its result.
 
 Units must therefore be picklable: module-level functions of plain values, bound with
-``functools.partial`` (every unit in ``bot.storage.store``, ``bot.outbox`` and ``bot.queue`` is). A
-result or error that cannot be pickled comes back as an error naming it, never silently.
+``functools.partial`` (every unit in ``bot.storage.store``, ``bot.outbox`` and ``bot.queue`` is); one
+that is not fails at once in the caller, before anything is sent. A result is pickled inside the
+unit's transaction, so a result that cannot be sent back fails its unit (rolled back), never after a
+commit; an error that cannot be pickled comes back as a RuntimeError naming it.
 
 If the child dies (it never should; a bug, or the OOM killer), every unit in flight fails with an
 ``OperationalError`` (the webhook's database-error retry path; each unit is one transaction, so it
@@ -35,16 +37,16 @@ import select
 import struct
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
+from bot.children import HEADER, reap, spawn
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-HEADER = struct.Struct(">I")
-ROOT = Path(__file__).resolve().parent.parent.parent
+UNIT = struct.Struct(">IQ")  # a unit's frame: length, the caller's id, then the pickled unit
 MAX_BATCH = 256
 
 
@@ -78,28 +80,25 @@ class ProcessRunner:
         if not self._ready.is_set():
             await asyncio.wait_for(self._ready.wait(), self.start_timeout)
         ident = next(self._ids)
-        payload = pickle.dumps((ident, unit), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps(unit, protocol=pickle.HIGHEST_PROTOCOL)  # not picklable: fails here, nothing sent
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = future
-        self._out.append(HEADER.pack(len(payload)) + payload)
+        self._out.append(UNIT.pack(len(payload), ident) + payload)
         if len(self._out) == 1:
             asyncio.get_running_loop().call_soon(self._flush)  # units sent in one loop pass share a write
         return await future
 
     async def close(self) -> None:
+        """Stop the writer once the units in flight are answered (it commits its batch in hand, then exits)."""
+        if self._waiting:
+            await asyncio.wait(list(self._waiting.values()), timeout=30)
         self._closing = True
-        process = self.process
-        if process is not None and process.stdin is not None:
-            self._flush()
-            process.stdin.close()  # the child finishes its batch, answers it and exits
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except asyncio.TimeoutError:
-                process.kill()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        if self.process is not None:
+            await reap(self.process)  # it commits the batch in hand, if any, then exits
         self._fail_all()
 
     def _flush(self) -> None:
@@ -123,7 +122,7 @@ class ProcessRunner:
             if self.process is not None:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
-                await self.process.wait()
+                await reap(self.process)
             self._fail_all()
             if self._closing:
                 return
@@ -131,10 +130,7 @@ class ProcessRunner:
             await asyncio.sleep(min(0.1 * self.restarts, 5.0))
 
     async def _run_child(self) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.storage.writer", self.url,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, limit=2 ** 26)
+        self.process = await spawn("bot.storage.writer", self.url)
         stdout = self.process.stdout
         assert stdout is not None
         while True:
@@ -151,7 +147,7 @@ class ProcessRunner:
                     if future is None or future.done():
                         continue
                     if ok:
-                        future.set_result(value)
+                        future.set_result(pickle.loads(value))
                     else:
                         future.set_exception(value)
 
@@ -183,19 +179,19 @@ class _Frames:
             self.closed = True
         self.buffer += chunk
 
-    def _take(self) -> Any | None:
-        if len(self.buffer) < HEADER.size:
+    def _take(self) -> tuple[int, bytes] | None:
+        if len(self.buffer) < UNIT.size:
             return None
-        size = HEADER.unpack_from(self.buffer)[0]
-        if len(self.buffer) < HEADER.size + size:
+        size, ident = UNIT.unpack_from(self.buffer)
+        if len(self.buffer) < UNIT.size + size:
             return None
-        payload = bytes(self.buffer[HEADER.size:HEADER.size + size])
-        del self.buffer[:HEADER.size + size]
-        return pickle.loads(payload)
+        payload = bytes(self.buffer[UNIT.size:UNIT.size + size])
+        del self.buffer[:UNIT.size + size]
+        return ident, payload
 
-    def batch(self, limit: int) -> list[Any] | None:
+    def batch(self, limit: int) -> list[tuple[int, bytes]] | None:
         """Up to ``limit`` frames (waiting for the first); None once the server has closed the pipe."""
-        items: list[Any] = []
+        items: list[tuple[int, bytes]] = []
         while not items:
             while (item := self._take()) is not None:
                 items.append(item)
@@ -212,14 +208,26 @@ class _Frames:
         return items
 
 
-def _result(ident: int, ok: bool, value: Any) -> tuple[int, bool, Any]:
-    """The entry for one unit, with anything unpicklable replaced by an error that says so."""
+def _pickled(unit: Callable[[Connection], Any]) -> Callable[[Connection], bytes]:
+    """``unit`` returning its result pickled, so that a result that cannot be sent back fails the unit
+    inside its transaction (rolled back) rather than after its commit."""
+    def run(connection: Connection) -> bytes:
+        value = unit(connection)
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(f"a unit's result cannot be sent back from the writer process: "
+                            f"{type(value).__name__} ({type(exc).__name__}: {exc})") from None
+    return run
+
+
+def _error(exc: BaseException) -> BaseException:
+    """``exc`` if it can be sent back as it is, else a RuntimeError that names it."""
     try:
-        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 — whatever pickle raises, the caller must hear of it
-        return ident, False, RuntimeError(f"unit result could not be sent back: {type(value).__name__} "
-                                          f"({type(exc).__name__}: {exc})")
-    return ident, ok, value
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # whatever pickle raises, the caller must still hear what failed
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def serve(url: str, inbound: int, outbound: Any) -> None:
@@ -237,9 +245,16 @@ def serve(url: str, inbound: int, outbound: Any) -> None:
     try:
         send(("ready", os.getpid()))
         while (batch := frames.batch(MAX_BATCH)) is not None:
-            units = [unit for _, unit in batch]
-            results = run_batch(connection, units)
-            send(("done", [_result(ident, ok, value) for (ident, _), (ok, value) in zip(batch, results)]))
+            units: list[tuple[int, Callable[[Connection], bytes]]] = []
+            answers: list[tuple[int, bool, Any]] = []
+            for ident, payload in batch:
+                try:
+                    units.append((ident, _pickled(pickle.loads(payload))))
+                except Exception as exc:  # e.g. a unit from code this process cannot import
+                    answers.append((ident, False, RuntimeError(f"unit could not be loaded: {type(exc).__name__}: {exc}")))
+            results = run_batch(connection, [unit for _, unit in units]) if units else []
+            answers += [(ident, ok, value if ok else _error(value)) for (ident, _), (ok, value) in zip(units, results)]
+            send(("done", answers))
     finally:
         connection.close()
         engine.dispose()

@@ -37,3 +37,17 @@ def test_secrets_are_not_in_repr() -> None:
 def test_invalid_values_name_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         Settings.from_env(env, demo=True)
+
+
+def test_helper_processes_by_default_where_there_is_a_second_core() -> None:
+    import os
+
+    auto = Settings.from_env({}, demo=True)
+    assert auto.nlu_worker == auto.sqlite_writer_process == ((os.cpu_count() or 1) >= 2)
+    chosen = Settings.from_env({"BOT_NLU_WORKER": "off", "BOT_SQLITE_WRITER": "process"}, demo=True)
+    assert (chosen.nlu_worker, chosen.sqlite_writer_process) == (False, True)
+    assert Settings.from_env({"BOT_SQLITE_WRITER": "Thread"}, demo=True).sqlite_writer_process is False
+    with pytest.raises(ConfigError, match="BOT_SQLITE_WRITER must be auto, process or thread"):
+        Settings.from_env({"BOT_SQLITE_WRITER": "both"}, demo=True)
+    with pytest.raises(ConfigError, match="BOT_NLU_WORKER must be auto, on or off"):
+        Settings.from_env({"BOT_NLU_WORKER": "2"}, demo=True)

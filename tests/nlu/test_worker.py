@@ -1,0 +1,81 @@
+"""The built-in engine in a worker process: the same understanding as in the server, batches of concurrent
+messages, a retrained model swapped in, and the server classifying by itself whenever the worker is not there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from nlu.builtin import train
+from nlu.data import Example, load_examples
+from nlu.engine import NLU
+from nlu.worker import NLUWorker
+from tests.nlu.conftest import DATA
+
+
+async def ready(worker: NLUWorker, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while worker.pid is None:
+        assert time.monotonic() < deadline, "the worker did not come up"
+        await asyncio.sleep(0.05)
+    return worker.pid
+
+
+@pytest.fixture
+async def worker(nlu: NLU):  # type: ignore[no-untyped-def]
+    started = NLUWorker(DATA, timeout=5.0, restart_after=0.1)
+    await started.start(nlu.model)
+    await ready(started)
+    yield started
+    await started.close()
+
+
+async def test_the_worker_understands_exactly_as_the_server_does(nlu: NLU, worker: NLUWorker) -> None:
+    texts = [e.text for e in load_examples([DATA / "nlu" / "test"])][:300]
+    texts += ["我在迪拜被抓了", "Help, my passport was stolen in Paris", "]]><x>\u202e\x00", "", "啊" * 1500]
+    results = await asyncio.gather(*(worker.understand(t) for t in texts))  # concurrent: they go in batches
+    assert results == [nlu.understand_now(t) for t in texts]
+    assert worker.fallbacks == 0
+
+
+async def test_a_retrained_model_reaches_the_worker_before_later_messages(nlu: NLU, worker: NLUWorker) -> None:
+    tiny = train([Example(text=t, intent=i) for t, i in [
+        ("你好", "greet"), ("您好呀", "greet"), ("谢谢", "thank"), ("多谢你", "thank")]], key="tiny")
+    swapped = NLU(model=tiny, lexicon=nlu.lexicon, gazetteer=nlu.gazetteer)
+    worker.swap(tiny)
+    assert await worker.understand("护照丢了怎么办") == swapped.understand_now("护照丢了怎么办")
+    worker.swap(nlu.model)
+    assert await worker.understand("护照丢了怎么办") == nlu.understand_now("护照丢了怎么办")
+
+
+async def test_without_its_worker_the_server_classifies_itself_until_a_new_one_is_up(nlu: NLU,
+                                                                                     worker: NLUWorker) -> None:
+    served = NLU(model=nlu.model, lexicon=nlu.lexicon, gazetteer=nlu.gazetteer, worker=worker)
+    first = await ready(worker)
+    os.kill(first, signal.SIGKILL)
+    text = "我在曼谷被抢了，护照也没了"
+    answers = [await served.understand(text) for _ in range(5)]  # right away, while no worker is there
+    assert all(a == nlu.understand_now(text) for a in answers)
+    second = await ready(worker)
+    assert second != first and worker.restarts >= 1
+    assert await worker.understand(text) == nlu.understand_now(text)
+
+
+async def test_a_stuck_worker_costs_one_timeout_then_is_replaced(nlu: NLU) -> None:
+    stuck = NLUWorker(DATA, timeout=0.3, restart_after=0.1)
+    await stuck.start(nlu.model)
+    try:
+        first = await ready(stuck)
+        os.kill(first, signal.SIGSTOP)
+        started = time.monotonic()
+        assert await stuck.understand("你好") is None  # the caller classifies it itself
+        assert time.monotonic() - started < 1.0
+        second = await ready(stuck)
+        assert second != first
+        assert await stuck.understand("你好") == nlu.understand_now("你好")
+    finally:
+        await stuck.close()
