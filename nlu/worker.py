@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bot.children import HEADER, reap, spawn
+from bot.children import HEADER, Child
 from nlu.builtin import BuiltinModel
 from nlu.types import Understanding
 
@@ -48,7 +48,7 @@ class NLUWorker:
         self.timeout = timeout
         self.restart_after = restart_after
         self.model: BuiltinModel | None = None
-        self.process: asyncio.subprocess.Process | None = None
+        self.child: Child | None = None
         self.ready = False
         self.restarts = 0
         self.fallbacks = 0
@@ -61,7 +61,7 @@ class NLUWorker:
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process is not None and self.ready else None
+        return self.child.pid if self.child is not None and self.ready else None
 
     async def start(self, model: BuiltinModel) -> None:
         """Start the child with ``model``; it serves once it has loaded (a second or two), in-process until then."""
@@ -71,7 +71,7 @@ class NLUWorker:
     def swap(self, model: BuiltinModel) -> None:
         """Serve ``model`` from the next batch on (the frame goes ahead of any later batch)."""
         self.model = model
-        if self.process is not None and self.process.stdin is not None and not self.process.stdin.is_closing():
+        if self.child is not None and self.child.running:
             self._send(("model", model))
 
     async def understand(self, text: str) -> Understanding | None:
@@ -101,8 +101,8 @@ class NLUWorker:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        if self.process is not None:
-            await reap(self.process, timeout=5)
+        if self.child is not None:
+            await self.child.stop(timeout=5)
         self._fail_all()
 
     # The parent's side of the pipe.
@@ -116,57 +116,58 @@ class NLUWorker:
         self._send(("batch", [(ident, text) for ident, text, _ in batch]))
 
     def _send(self, message: tuple[str, Any]) -> None:
-        assert self.process is not None and self.process.stdin is not None
+        assert self.child is not None
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.write(HEADER.pack(len(payload)) + payload)
+        self.child.write(HEADER.pack(len(payload)) + payload)
 
     async def _supervise(self) -> None:
         """Run the child; when it ends, answer everything waiting with None and start another."""
         while not self._closing:
             try:
-                await self._run_child()
-            except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError, ValueError) as exc:
-                log.warning("nlu worker stopped", extra={"error": type(exc).__name__})
+                self.child = await Child.start("nlu.worker", str(self.data_dir), on_frame=self._received)
+            except OSError as exc:  # cannot start it now: the server classifies by itself meanwhile
+                log.warning("nlu worker could not start", extra={"error": type(exc).__name__})
+                self.restarts += 1
+                await asyncio.sleep(min(self.restart_after * self.restarts, 30.0))
+                continue
+            assert self.model is not None
+            self._send(("model", self.model))
+            try:
+                await self.child.wait()
+            except Exception as exc:  # it sent something unreadable: replace it like a dead one
+                log.warning("nlu worker failed", extra={"error": type(exc).__name__})
+            if not self._closing:
+                log.warning("nlu worker stopped; starting another", extra={"pid": self.child.pid})
             self.ready = False
-            self._stop_child()
-            if self.process is not None:
-                await reap(self.process, timeout=5)
+            self.child.kill()
+            await self.child.stop(timeout=5)
             self._fail_all()
             if self._closing:
                 return
             self.restarts += 1
             await asyncio.sleep(min(self.restart_after * self.restarts, 30.0))
 
-    async def _run_child(self) -> None:
-        self.process = await spawn("nlu.worker", str(self.data_dir))
-        assert self.process.stdout is not None and self.model is not None
-        self._send(("model", self.model))
-        while True:
-            size = HEADER.unpack(await self.process.stdout.readexactly(HEADER.size))[0]
-            kind, body = pickle.loads(await self.process.stdout.readexactly(size))
-            if kind == "ready":
-                self.ready = True
-                log.info("nlu worker ready", extra={"pid": body})
-            elif kind == "batch":
-                inflight, self._inflight = self._inflight, {}
-                for ident, result in body:
-                    future = inflight.pop(ident, None)
-                    if future is not None and not future.done():
-                        future.set_result(result)  # None where the child failed on this text
-                for future in inflight.values():
-                    if not future.done():
-                        future.set_result(None)
-                self._flush()
+    def _received(self, message: tuple[str, Any]) -> None:
+        kind, body = message
+        if kind == "ready":
+            self.ready = True
+            log.info("nlu worker ready", extra={"pid": body})
+        elif kind == "batch":
+            inflight, self._inflight = self._inflight, {}
+            for ident, result in body:
+                future = inflight.pop(ident, None)
+                if future is not None and not future.done():
+                    future.set_result(result)  # None where the child failed on this text
+            for future in inflight.values():
+                if not future.done():
+                    future.set_result(None)
+            self._flush()
 
     def _replace(self) -> None:
         """A stuck child: stop it; ``_supervise`` fails what waits and starts another."""
         self.ready = False
-        self._stop_child()
-
-    def _stop_child(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+        if self.child is not None:
+            self.child.kill()
 
     def _fail_all(self) -> None:
         waiting = list(self._inflight.values()) + [future for _, _, future in self._pending]

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from bot.children import HEADER, reap, spawn
+from bot.children import HEADER, Child
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,7 +60,7 @@ class ProcessRunner:
     def __init__(self, url: str, *, start_timeout: float = 60.0) -> None:
         self.url = url
         self.start_timeout = start_timeout
-        self.process: asyncio.subprocess.Process | None = None
+        self.child: Child | None = None
         self.restarts = 0
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Any]] = {}
@@ -69,6 +69,10 @@ class ProcessRunner:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._started: asyncio.Future[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child is not None and self._ready.is_set() else None
 
     async def start(self) -> None:
         """Start the writer and wait until it has opened the database."""
@@ -97,59 +101,59 @@ class ProcessRunner:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        if self.process is not None:
-            await reap(self.process)  # it commits the batch in hand, if any, then exits
+        if self.child is not None:
+            await self.child.stop()
         self._fail_all()
 
     def _flush(self) -> None:
         frames, self._out = self._out, []
-        process = self.process
         if not frames:
             return
-        if process is None or process.stdin is None or process.stdin.is_closing():
+        if self.child is None or not self.child.running:
             self._fail_all()  # gone meanwhile: the supervisor starts another
             return
-        process.stdin.write(b"".join(frames))
+        self.child.write(b"".join(frames))
 
     async def _supervise(self) -> None:
         while not self._closing:
             try:
-                await self._run_child()
-            except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError, ValueError) as exc:
-                if not self._closing:
-                    log.error("sqlite writer process stopped", extra={"error": type(exc).__name__})
+                self.child = await Child.start("bot.storage.writer", self.url, on_frame=self._received)
+            except OSError as exc:  # cannot even start it (out of processes or memory): keep trying
+                log.error("sqlite writer process could not start", extra={"error": type(exc).__name__})
+                self.restarts += 1
+                await asyncio.sleep(min(0.1 * self.restarts, 5.0))
+                continue
+            try:
+                await self.child.wait()
+            except Exception as exc:  # it sent something unreadable: replace it like a dead one
+                log.error("sqlite writer process failed", extra={"error": type(exc).__name__})
+            if not self._closing:
+                log.error("sqlite writer process stopped; starting another", extra={"pid": self.child.pid})
             self._ready.clear()
-            if self.process is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await reap(self.process)
+            self.child.kill()
+            await self.child.stop(timeout=5)
             self._fail_all()
             if self._closing:
                 return
             self.restarts += 1
             await asyncio.sleep(min(0.1 * self.restarts, 5.0))
 
-    async def _run_child(self) -> None:
-        self.process = await spawn("bot.storage.writer", self.url)
-        stdout = self.process.stdout
-        assert stdout is not None
-        while True:
-            size = HEADER.unpack(await stdout.readexactly(HEADER.size))[0]
-            kind, body = pickle.loads(await stdout.readexactly(size))
-            if kind == "ready":
-                log.info("sqlite writer process ready", extra={"pid": body})
-                self._ready.set()
-                if self._started is not None and not self._started.done():
-                    self._started.set_result(None)
-            elif kind == "done":
-                for ident, ok, value in body:
-                    future = self._waiting.pop(ident, None)
-                    if future is None or future.done():
-                        continue
-                    if ok:
-                        future.set_result(pickle.loads(value))
-                    else:
-                        future.set_exception(value)
+    def _received(self, message: tuple[str, Any]) -> None:
+        kind, body = message
+        if kind == "ready":
+            log.info("sqlite writer process ready", extra={"pid": body})
+            self._ready.set()
+            if self._started is not None and not self._started.done():
+                self._started.set_result(None)
+        elif kind == "done":
+            for ident, ok, value in body:
+                future = self._waiting.pop(ident, None)
+                if future is None or future.done():
+                    continue
+                if ok:
+                    future.set_result(pickle.loads(value))
+                else:
+                    future.set_exception(value)
 
     def _fail_all(self) -> None:
         waiting, self._waiting = self._waiting, {}

@@ -63,9 +63,9 @@ async def test_a_killed_writer_fails_what_was_in_flight_and_is_replaced(runner: 
 
 async def test_the_writer_exits_when_the_server_goes(runner: ProcessRunner) -> None:
     pid = await runner.run(units.writer_pid)
-    process = runner.process
-    assert process is not None
+    child = runner.child
+    assert child is not None and child.pid == pid
     await runner.close()
-    assert process.returncode == 0
+    assert child.transport.get_returncode() == 0
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
