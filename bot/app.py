@@ -100,6 +100,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
                         classify=brain.classify_early)
     brain.services.nlu.on_rasa_fallback = lambda reason: metrics.nlu_fallbacks.labels(reason=reason).inc()
     brain.services.queue.runner = runner  # queue positions on the hot path go through the writer too
+    brain.services.queue.locks = locks  # officers' state changes wait for a citizen's turn in progress
     app[STORE], app[API], app[OUTBOX], app[PIPELINE], app[BRAIN] = store, api, outbox, pipeline, brain
     app[WEBHOOK] = Webhook(settings, pipeline, metrics)
     app[ACCOUNTS], app[QUEUE], app[OUTBOX_WAKE] = brain.services.accounts, brain.services.queue, outbox.wake

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from functools import partial
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.accounts import Principal, audit
 from bot.errors import LingbaoError
 from bot.storage.models import Conversation, Escalation, Message, OutboxItem, User, utcnow
+from bot.storage.locks import LockTimeout, UserLocks
 from bot.storage.runner import Runner
 from bot.storage.staff import AuditEntry, CaseNote, Staff
 from bot.wechat.api import ERROR_TEXT
@@ -55,9 +58,31 @@ class Position:
 class Queue:
     """Escalation operations; each is one transaction and audited."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], runner: Runner | None = None) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], runner: Runner | None = None,
+                 locks: UserLocks | None = None) -> None:
         self.sessions = sessions
         self.runner = runner
+        self.locks = locks  # the message pipeline's per-citizen locks (set by the app)
+
+    @contextlib.asynccontextmanager
+    async def _between_turns(self, escalation_id: int) -> AsyncIterator[None]:
+        """Hold the citizen's lock, as the message pipeline does from loading a turn to saving it: a change of
+        the conversation's state here (claimed, closed) must not land in between, or the turn's save would
+        write the old state back."""
+        if self.locks is None:
+            yield
+            return
+        async with self.sessions() as session:
+            user_id = (await session.execute(select(Escalation.user_id).where(
+                Escalation.id == escalation_id))).scalar_one_or_none()
+        if user_id is None:
+            yield  # no such case: the operation itself says so
+            return
+        try:
+            async with self.locks.hold(user_id):
+                yield
+        except LockTimeout:
+            raise QueueError("the citizen's message is still being handled; try again", 409) from None
 
     async def listing(self, status: str | None) -> list[dict[str, Any]]:
         """Escalations, most urgent first, then oldest first."""
@@ -70,7 +95,7 @@ class Queue:
             return [_item(esc, openid) for esc, openid in rows]
 
     async def claim(self, escalation_id: int, who: Principal) -> dict[str, Any]:
-        async with self.sessions.begin() as session:
+        async with self._between_turns(escalation_id), self.sessions.begin() as session:
             esc = await self._get(session, escalation_id, lock=True)
             if esc.status == "closed":
                 raise QueueError("this case is closed")
@@ -85,7 +110,7 @@ class Queue:
             return _item(esc, await _openid(session, esc.user_id))
 
     async def transfer(self, escalation_id: int, who: Principal, to: str) -> dict[str, Any]:
-        async with self.sessions.begin() as session:
+        async with self._between_turns(escalation_id), self.sessions.begin() as session:
             esc = await self._get(session, escalation_id, lock=True)
             if esc.status == "closed":
                 raise QueueError("this case is closed")
@@ -101,7 +126,7 @@ class Queue:
             return _item(esc, await _openid(session, esc.user_id))
 
     async def close(self, escalation_id: int, who: Principal) -> dict[str, Any]:
-        async with self.sessions.begin() as session:
+        async with self._between_turns(escalation_id), self.sessions.begin() as session:
             esc = await self._get(session, escalation_id, lock=True)
             if esc.status == "closed":
                 raise QueueError("this case is already closed")

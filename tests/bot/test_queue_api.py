@@ -264,3 +264,28 @@ async def test_officers_acting_while_the_citizen_writes_never_deadlock(bot: Runn
     assert set(statuses) <= {200, 403}, statuses  # 403: the other officer got it first
     assert not any("系统暂时出了点问题" in r for r in replies)
     assert bot.count("messages", "direction='in' AND status='answered'") == 21
+
+
+async def test_a_claim_during_a_citizen_turn_is_not_undone_by_it(start_bot: Any, settings: Settings) -> None:
+    """An officer claims the case while the citizen's next message is being handled (here: its classifier takes
+    0.8 s between loading the conversation and saving it). The claim waits for that turn, so the turn's save
+    cannot write the old state ("queued") over the officer's ("with_officer")."""
+    from tests.fakes.rasa import SlowRasa
+
+    rasa = SlowRasa(delay=2.0)
+    await rasa.start()
+    try:
+        bot = await start_bot(settings.replace(nlu_engine="rasa", rasa_url=rasa.url, rasa_timeout=0.8))
+        alice = await staff(bot, "alice", "officer")
+        await bot.wechat.post(text("oClaimRace", "救命 我被绑架了 在金边", msg_id=5_600_000))
+        eid = bot.rows("SELECT id FROM escalations")[0][0]
+        turn = asyncio.ensure_future(bot.wechat.post(text("oClaimRace", "他们还在打我", msg_id=5_600_001)))
+        await asyncio.sleep(0.3)  # the turn has loaded the conversation and waits for its classifier
+        status, claimed = await api(bot, "POST", f"/api/v1/escalations/{eid}/claim", alice)
+        assert status == 200 and claimed["assignee"] == "alice"
+        claim_waited_for_the_turn = turn.done()
+        assert (await turn).status == 200
+        assert bot.rows("SELECT state FROM conversations") == [("with_officer",)]
+        assert claim_waited_for_the_turn
+    finally:
+        await rasa.close()
