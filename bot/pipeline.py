@@ -137,7 +137,7 @@ class Pipeline:
         return None
 
     async def _run(self, msg: Inbound, recorded: Recorded, slot: Slot,
-                   early: asyncio.Task[Understanding] | None) -> None:
+                   early: asyncio.Task[Understanding] | None = None) -> None:
         started = time.monotonic()
         try:
             await self._in_order(msg, recorded, slot, started, early)

@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -101,3 +102,30 @@ async def _drain(settings: Settings, fake_api: FakeWeChatAPI, timeout: float = 4
 
 def _rows(settings: Settings, sql: str, *args: object) -> list[tuple[object, ...]]:
     return databases.rows(settings.database_url, sql, *args)
+
+
+async def test_a_message_a_dead_process_never_answered_is_answered_through_the_outbox(
+        settings: Settings, fake_api: FakeWeChatAPI, start_bot: Any) -> None:
+    """What a process killed just after recording a message leaves behind (the row, its lapsed lease, no answer),
+    with no re-send from WeChat: the recovery loop of the next process to start answers it."""
+    from datetime import timedelta
+
+    from bot.storage.db import make_engine, migrate
+    from bot.storage.runner import make_runner
+    from bot.storage.store import Store
+    from bot.wechat.messages import parse_inbound
+
+    await migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    runner = await make_runner(settings.database_url, engine)
+    try:
+        gone = Store(runner, engine.dialect.name, instance="gone")
+        recorded = await gone.record_inbound(parse_inbound(text("oOrphan", "护照丢了怎么办", msg_id=9_300_000)),
+                                             timedelta(0))
+    finally:
+        await runner.close()
+        await engine.dispose()
+    await start_bot()
+    await asyncio.wait_for(fake_api.wait_for_sent(1), 30)
+    assert [s.openid for s in fake_api.sent] == ["oOrphan"] and "护照" in fake_api.sent[0].text
+    assert _rows(settings, "SELECT status FROM messages WHERE id=?", recorded.message_id) == [("answered",)]
