@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pickle
 import struct
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = struct.Struct(">I")  # a frame's length, then the pickle
 
@@ -97,3 +99,62 @@ class _Pipes(asyncio.SubprocessProtocol):
                 self.exited.set_result(None)
             else:
                 self.exited.set_exception(error)
+
+
+class Supervised:
+    """Keeps one helper process running: started by ``_supervise``, started again after it dies (with a pause
+    that grows with each restart), stopped by ``_stop_supervising``. Subclasses read its frames
+    (``_on_frame``), may greet it (``_on_start``) and settle whatever waited on a child that is gone
+    (``_on_stop``)."""
+
+    def __init__(self, module: str, *args: str, pause: float, max_pause: float, level: int) -> None:
+        self.module, self.args = module, args
+        self.pause, self.max_pause, self.level = pause, max_pause, level
+        self.child: Child | None = None
+        self.restarts = 0
+        self._closing = False
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def _on_frame(self, message: Any) -> None:
+        raise NotImplementedError
+
+    def _on_start(self) -> None:
+        """The child is up (its frames may not have come yet)."""
+
+    def _on_stop(self) -> None:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name=self.module)
+
+    async def _stop_supervising(self, timeout: float) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self.child is not None:
+            await self.child.stop(timeout)
+        self._on_stop()
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            try:
+                self.child = await Child.start(self.module, *self.args, on_frame=self._on_frame)
+            except OSError as exc:  # cannot even start it (out of processes or memory): keep trying
+                log.log(self.level, "%s could not start", self.module, extra={"error": type(exc).__name__})
+            else:
+                self._on_start()
+                try:
+                    await self.child.wait()
+                except Exception as exc:  # it sent something unreadable: replace it like a dead one
+                    log.log(self.level, "%s failed", self.module, extra={"error": type(exc).__name__})
+                if not self._closing:
+                    log.log(self.level, "%s stopped; starting another", self.module, extra={"pid": self.child.pid})
+                self.child.kill()
+                await self.child.stop(timeout=5)
+                self._on_stop()
+            if self._closing:
+                return
+            self.restarts += 1
+            await asyncio.sleep(min(self.pause * self.restarts, self.max_pause))

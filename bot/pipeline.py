@@ -259,9 +259,8 @@ class Pipeline:
 
 def _drop(early: asyncio.Task[Understanding] | None) -> None:
     """An early classification nobody will use (a retry, or the message failed first): stop it, mark it seen."""
-    if early is not None and not early.done():
-        early.cancel()
     if early is not None:
+        early.cancel()  # no effect once it is done
         early.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 

@@ -22,7 +22,6 @@ on the same machine; nothing from outside is ever unpickled).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -31,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bot.children import HEADER, Child
+from bot.children import HEADER, Supervised
 from nlu.builtin import BuiltinModel
 from nlu.types import Understanding
 
@@ -40,24 +39,19 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 64
 
 
-class NLUWorker:
+class NLUWorker(Supervised):
     """A child process classifying batches of messages with the built-in engine."""
 
     def __init__(self, data_dir: Path, *, timeout: float = 1.0, restart_after: float = 1.0) -> None:
-        self.data_dir = data_dir
+        super().__init__("nlu.worker", str(data_dir), pause=restart_after, max_pause=30.0, level=logging.WARNING)
         self.timeout = timeout
-        self.restart_after = restart_after
         self.model: BuiltinModel | None = None
-        self.child: Child | None = None
         self.ready = False
-        self.restarts = 0
         self.fallbacks = 0
         self._ids = itertools.count()
         self._pending: list[tuple[int, str, asyncio.Future[Understanding | None]]] = []
         self._inflight: dict[int, asyncio.Future[Understanding | None]] = {}
         self._flush_scheduled = False
-        self._reader: asyncio.Task[None] | None = None
-        self._closing = False
 
     @property
     def pid(self) -> int | None:
@@ -66,7 +60,7 @@ class NLUWorker:
     async def start(self, model: BuiltinModel) -> None:
         """Start the child with ``model``; it serves once it has loaded (a second or two), in-process until then."""
         self.model = model
-        self._reader = asyncio.create_task(self._supervise(), name="nlu-worker")
+        self._begin()
 
     def swap(self, model: BuiltinModel) -> None:
         """Serve ``model`` from the next batch on (the frame goes ahead of any later batch)."""
@@ -96,14 +90,7 @@ class NLUWorker:
         return result
 
     async def close(self) -> None:
-        self._closing = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        if self.child is not None:
-            await self.child.stop(timeout=5)
-        self._fail_all()
+        await self._stop_supervising(timeout=5)
 
     # The parent's side of the pipe.
 
@@ -120,34 +107,11 @@ class NLUWorker:
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self.child.write(HEADER.pack(len(payload)) + payload)
 
-    async def _supervise(self) -> None:
-        """Run the child; when it ends, answer everything waiting with None and start another."""
-        while not self._closing:
-            try:
-                self.child = await Child.start("nlu.worker", str(self.data_dir), on_frame=self._received)
-            except OSError as exc:  # cannot start it now: the server classifies by itself meanwhile
-                log.warning("nlu worker could not start", extra={"error": type(exc).__name__})
-                self.restarts += 1
-                await asyncio.sleep(min(self.restart_after * self.restarts, 30.0))
-                continue
-            assert self.model is not None
-            self._send(("model", self.model))
-            try:
-                await self.child.wait()
-            except Exception as exc:  # it sent something unreadable: replace it like a dead one
-                log.warning("nlu worker failed", extra={"error": type(exc).__name__})
-            if not self._closing:
-                log.warning("nlu worker stopped; starting another", extra={"pid": self.child.pid})
-            self.ready = False
-            self.child.kill()
-            await self.child.stop(timeout=5)
-            self._fail_all()
-            if self._closing:
-                return
-            self.restarts += 1
-            await asyncio.sleep(min(self.restart_after * self.restarts, 30.0))
+    def _on_start(self) -> None:
+        assert self.model is not None
+        self._send(("model", self.model))  # the child's first frame, ahead of any batch
 
-    def _received(self, message: tuple[str, Any]) -> None:
+    def _on_frame(self, message: tuple[str, Any]) -> None:
         kind, body = message
         if kind == "ready":
             self.ready = True
@@ -169,7 +133,9 @@ class NLUWorker:
         if self.child is not None:
             self.child.kill()
 
-    def _fail_all(self) -> None:
+    def _on_stop(self) -> None:
+        """The child is gone: whatever waits on it is told to classify by itself."""
+        self.ready = False
         waiting = list(self._inflight.values()) + [future for _, _, future in self._pending]
         self._inflight, self._pending = {}, []
         for future in waiting:

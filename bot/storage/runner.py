@@ -126,12 +126,6 @@ def writer_engine(url: str) -> Any:
     return engine
 
 
-def open_writer(url: str) -> tuple[Any, Connection]:
-    """The writer engine and its connection (the writer process's side)."""
-    engine = writer_engine(url)
-    return engine, engine.connect()
-
-
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
         return

@@ -28,7 +28,6 @@ unpickled from.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -42,7 +41,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from bot.children import HEADER, Child
+from bot.children import HEADER, Supervised
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,21 +53,16 @@ class WriterStopped(Exception):
     """The writer process ended with this unit in flight."""
 
 
-class ProcessRunner:
+class ProcessRunner(Supervised):
     """SQLite: units of work sent to a writer process that commits them in batches."""
 
     def __init__(self, url: str, *, start_timeout: float = 60.0) -> None:
-        self.url = url
+        super().__init__("bot.storage.writer", url, pause=0.1, max_pause=5.0, level=logging.ERROR)
         self.start_timeout = start_timeout
-        self.child: Child | None = None
-        self.restarts = 0
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._out: list[bytes] = []
         self._ready = asyncio.Event()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._closing = False
-        self._started: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -76,9 +70,8 @@ class ProcessRunner:
 
     async def start(self) -> None:
         """Start the writer and wait until it has opened the database."""
-        self._started = asyncio.get_running_loop().create_future()
-        self._supervisor = asyncio.create_task(self._supervise(), name="sqlite-writer-process")
-        await asyncio.wait_for(asyncio.shield(self._started), self.start_timeout)
+        self._begin()
+        await asyncio.wait_for(self._ready.wait(), self.start_timeout)
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
         if not self._ready.is_set():
@@ -96,55 +89,22 @@ class ProcessRunner:
         """Stop the writer once the units in flight are answered (it commits its batch in hand, then exits)."""
         if self._waiting:
             await asyncio.wait(list(self._waiting.values()), timeout=30)
-        self._closing = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        if self.child is not None:
-            await self.child.stop()
-        self._fail_all()
+        await self._stop_supervising(timeout=30)
 
     def _flush(self) -> None:
         frames, self._out = self._out, []
         if not frames:
             return
         if self.child is None or not self.child.running:
-            self._fail_all()  # gone meanwhile: the supervisor starts another
+            self._on_stop()  # gone meanwhile: the supervisor starts another
             return
         self.child.write(b"".join(frames))
 
-    async def _supervise(self) -> None:
-        while not self._closing:
-            try:
-                self.child = await Child.start("bot.storage.writer", self.url, on_frame=self._received)
-            except OSError as exc:  # cannot even start it (out of processes or memory): keep trying
-                log.error("sqlite writer process could not start", extra={"error": type(exc).__name__})
-                self.restarts += 1
-                await asyncio.sleep(min(0.1 * self.restarts, 5.0))
-                continue
-            try:
-                await self.child.wait()
-            except Exception as exc:  # it sent something unreadable: replace it like a dead one
-                log.error("sqlite writer process failed", extra={"error": type(exc).__name__})
-            if not self._closing:
-                log.error("sqlite writer process stopped; starting another", extra={"pid": self.child.pid})
-            self._ready.clear()
-            self.child.kill()
-            await self.child.stop(timeout=5)
-            self._fail_all()
-            if self._closing:
-                return
-            self.restarts += 1
-            await asyncio.sleep(min(0.1 * self.restarts, 5.0))
-
-    def _received(self, message: tuple[str, Any]) -> None:
+    def _on_frame(self, message: tuple[str, Any]) -> None:
         kind, body = message
         if kind == "ready":
             log.info("sqlite writer process ready", extra={"pid": body})
             self._ready.set()
-            if self._started is not None and not self._started.done():
-                self._started.set_result(None)
         elif kind == "done":
             for ident, ok, value in body:
                 future = self._waiting.pop(ident, None)
@@ -155,7 +115,9 @@ class ProcessRunner:
                 else:
                     future.set_exception(value)
 
-    def _fail_all(self) -> None:
+    def _on_stop(self) -> None:
+        """The writer is gone: what was in flight fails as a database error (the webhook retries those)."""
+        self._ready.clear()
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():
@@ -236,9 +198,10 @@ def _error(exc: BaseException) -> BaseException:
 
 def serve(url: str, inbound: int, outbound: Any) -> None:
     """Run batches of units from ``inbound`` until it closes; answers go to ``outbound``."""
-    from bot.storage.runner import open_writer, run_batch
+    from bot.storage.runner import run_batch, writer_engine
 
-    engine, connection = open_writer(url)
+    engine = writer_engine(url)
+    connection = engine.connect()
     frames = _Frames(inbound)
 
     def send(message: tuple[str, Any]) -> None:
