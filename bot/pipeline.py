@@ -79,11 +79,14 @@ class Pipeline:
         # for the user's turn (a retry of a message already in hand drops it).
         early = self.classify(msg) if self.classify is not None else None
         try:
-            recorded = await self.store.record_inbound(msg, LEASE)
+            # With one process's locks deciding (SQLite), the turn's starting point is read as the message is
+            # recorded, and used if nobody has held the user's lock since (see _in_order).
+            asked = time.monotonic()
+            recorded = await self.store.record_inbound(msg, LEASE, None if self.locks.shared else RECOVERY_WINDOW)
             slot = self._slots.get(recorded.message_id)
             if slot is None:
                 if recorded.is_new or await self._take_over(recorded):
-                    slot, early = self._start(msg, recorded, early), None
+                    slot, early = self._start(msg, recorded, early, asked), None
                 elif recorded.status == "answered":
                     return await self._stored_passive(recorded.message_id)
                 else:
@@ -96,10 +99,11 @@ class Pipeline:
         """An unanswered duplicate with no live worker anywhere (its lease ran out): handle it here."""
         return recorded.status == "received" and await self.store.claim(recorded.message_id, LEASE)
 
-    def _start(self, msg: Inbound, recorded: Recorded, early: asyncio.Task[Understanding] | None = None) -> Slot:
+    def _start(self, msg: Inbound, recorded: Recorded, early: asyncio.Task[Understanding] | None = None,
+               asked: float = 0.0) -> Slot:
         slot = Slot()
         self._slots[recorded.message_id] = slot
-        task = asyncio.create_task(self._run(msg, recorded, slot, early), name=f"message-{recorded.message_id}")
+        task = asyncio.create_task(self._run(msg, recorded, slot, early, asked), name=f"message-{recorded.message_id}")
         self._tasks.add(task)  # a strong reference, or the task may be collected mid-flight
         task.add_done_callback(self._tasks.discard)
         return slot
@@ -137,10 +141,10 @@ class Pipeline:
         return None
 
     async def _run(self, msg: Inbound, recorded: Recorded, slot: Slot,
-                   early: asyncio.Task[Understanding] | None = None) -> None:
+                   early: asyncio.Task[Understanding] | None = None, asked: float = 0.0) -> None:
         started = time.monotonic()
         try:
-            await self._in_order(msg, recorded, slot, started, early)
+            await self._in_order(msg, recorded, slot, started, early, asked)
         except asyncio.CancelledError:
             raise
         except Exception:  # task top: the person must still hear something, and 12308
@@ -153,13 +157,22 @@ class Pipeline:
             _drop(early)
 
     async def _in_order(self, msg: Inbound, recorded: Recorded, slot: Slot, started: float,
-                        early: asyncio.Task[Understanding] | None = None) -> None:
-        """Handle the message under the user's lock once every earlier message of the user is answered."""
+                        early: asyncio.Task[Understanding] | None = None, asked: float = 0.0) -> None:
+        """Handle the message under the user's lock once every earlier message of the user is answered.
+
+        The turn starts from what was read when the message was recorded (``recorded.loaded``, read after
+        ``asked``) if nobody has held the user's lock since: every change to a conversation is made under that
+        lock (turns, officers), so the state read then is the state now. Otherwise it is read again."""
         tried: set[int] = set()  # earlier abandoned messages taken over once; if they fail again, go on
+        preloaded = recorded.loaded
         while True:
             async with self.locks.hold(recorded.user_id):
                 while True:
-                    loaded = await self.store.load_turn(recorded.user_id, recorded.message_id, RECOVERY_WINDOW)
+                    if preloaded is not None and self.locks.untouched_since(recorded.user_id, asked):
+                        loaded = preloaded
+                    else:
+                        loaded = await self.store.load_turn(recorded.user_id, recorded.message_id, RECOVERY_WINDOW)
+                    preloaded = None
                     if loaded.busy:
                         break  # a live worker holds an earlier message: let it have the lock
                     stale = [m for m in loaded.abandoned if m not in tried]

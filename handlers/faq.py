@@ -39,7 +39,7 @@ SOURCE_EN = "Source: {title} ({date}). Missions may change numbers; use the duty
 async def faq(turn: Turn) -> Outcome:
     """Answer the best entry, or offer the three closest."""
     kb = await turn.knowledge()
-    match = kb.match(turn.text)
+    match = kb.match(turn.text, turn.nlu)
     if match.best is None:
         return await fallback(turn)
     if match.confident:
@@ -50,7 +50,7 @@ async def faq(turn: Turn) -> Outcome:
 async def unsure(turn: Turn) -> Outcome:
     """A low-confidence message: the closest entries and a person (counts as a miss)."""
     kb = await turn.knowledge()
-    match = kb.match(turn.text)
+    match = kb.match(turn.text, turn.nlu)
     turn.conversation.context["fallbacks"] = int(turn.conversation.context.get("fallbacks", 0)) + 1
     if not match.hits or match.hits[0].score < 0.2:
         turn.conversation.context["fallbacks"] -= 1

@@ -48,6 +48,9 @@ class Services:
             nlu.worker = NLUWorker(settings.data_dir)
             await nlu.worker.start(nlu.model)
         kb = KnowledgeBase(sessions, settings.data_dir)
+        if nlu.worker is not None:
+            worker = nlu.worker
+            kb.on_snapshot = lambda snapshot: worker.set_topics(snapshot.retriever.model)
         await kb.current()
         await asyncio.to_thread(locate, 0.0, 0.0)  # load the offline geocoder now, not on the first location
         return cls(settings=settings, sessions=sessions, nlu=nlu, kb=kb, queue=Queue(sessions, runner),

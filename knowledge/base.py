@@ -7,6 +7,7 @@ next message here reloads, so a change reaches the very next message without a r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from knowledge.models import DirectoryCountry, KBEntry, KBState, KBVersion, SafetyAlert
 from knowledge.retrieval import Hit, Retriever
 from nlu.data import load_examples
+from nlu.types import Understanding
 
 # Territories served by the missions in the country they belong to.
 SOVEREIGN = {
@@ -74,8 +76,9 @@ class Snapshot:
         found = [a for a in self.alerts.get(code or "", []) if is_live(a, now)]
         return sorted(found, key=lambda a: (-LEVELS.index(a["level"]), str(a["starts_at"])))
 
-    def match(self, question: str) -> Match:
-        return Match(self.retriever.search(question, k=3))
+    def match(self, question: str, understood: Understanding | None = None) -> Match:
+        """The closest entries to ``question`` (``understood``: its NLU result, which may carry them already)."""
+        return Match(self.retriever.search(question, k=3, understood=understood))
 
     def country(self, code: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """Emergency numbers and missions for ``code``.
@@ -105,6 +108,7 @@ class KnowledgeBase:
         self.extra_questions = training_questions(data_dir)
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
+        self.on_snapshot: Callable[[Snapshot], None] | None = None  # told of each snapshot loaded
 
     async def current(self, generation: int | None = None) -> Snapshot:
         """The snapshot for the database's current generation (reloaded when it changed).
@@ -119,6 +123,8 @@ class KnowledgeBase:
         async with self._lock:
             if self._snapshot is None or self._snapshot.generation != generation:
                 self._snapshot = await self._load(generation)
+                if self.on_snapshot is not None:
+                    self.on_snapshot(self._snapshot)
             return self._snapshot
 
     async def _generation(self) -> int:

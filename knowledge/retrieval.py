@@ -10,11 +10,14 @@ it is retrained in well under a second whenever published content changes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from nlu.builtin import BuiltinModel, train
 from nlu.data import Example
 from nlu.normalize import normalize
+from nlu.types import Understanding
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,21 @@ class Retriever:
         if len(self.slugs) == 1:
             self.only = self.slugs[0]
         elif self.slugs:
-            self.model = train([Example(text=text, intent=slug) for slug, text in documents if text.strip()])
+            key = hashlib.sha256(json.dumps(documents, ensure_ascii=False).encode()).hexdigest()[:16]
+            self.model = train([Example(text=text, intent=slug) for slug, text in documents if text.strip()],
+                               key=f"kb-{key}")
 
-    def search(self, query: str, k: int = 3) -> list[Hit]:
-        """The ``k`` most likely entries with their probabilities."""
+    def search(self, query: str, k: int = 3, understood: Understanding | None = None) -> list[Hit]:
+        """The ``k`` most likely entries with their probabilities.
+
+        ``understood``: the NLU's result for ``query``; if the NLU worker already ranked this matcher's entries
+        for it (``Understanding.topics``), that ranking is used rather than computed again.
+        """
         if self.only is not None:
             return [Hit(self.only, 1.0)]
         if self.model is None:
             return []
+        topics = understood.topics if understood is not None and understood.text == query else None
+        if topics is not None and topics[0] == self.model.key and len(topics[1]) >= k:
+            return [Hit(slug, p) for slug, p in topics[1][:k]]
         return [Hit(slug, p) for slug, p in self.model.rank(normalize(query))[:k]]

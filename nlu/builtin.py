@@ -50,9 +50,13 @@ class BuiltinModel:
 
     def rank(self, normalized: str) -> list[tuple[str, float]]:
         """Intents with probabilities, best first."""
+        return self.rank_features(features(normalized))
+
+    def rank_features(self, feats: list[str]) -> list[tuple[str, float]]:
+        """The same from ``features(normalized)`` already computed (one text scored by several models)."""
         vocabulary = self.vocabulary
         counts: dict[int, int] = {}
-        for feature in features(normalized):
+        for feature in feats:
             column = vocabulary.get(feature)
             if column is not None:
                 counts[column] = counts.get(column, 0) + 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from nlu.builtin import BuiltinModel, load_or_train, warm_up
+from nlu.builtin import BuiltinModel, features, load_or_train, warm_up
 from nlu.data import fingerprint
 from nlu.geo import Gazetteer, Place
 from nlu.lexicon import Lexicon
@@ -28,6 +28,7 @@ CONFIDENCE_FLOOR = 0.30
 EMERGENCY_FLOOR = 0.30
 EMERGENCY_MASS = 0.70
 MAX_CHARS = 1000
+TOPICS = 3  # knowledge-base entries ranked alongside the intent (as many as "did you mean" offers)
 
 Ranking = list[tuple[str, float]]
 
@@ -133,12 +134,20 @@ class NLU:
         ranking, engine = await self._rank(normalized)
         return self._build(text, normalized, ranking, engine)
 
-    def understand_now(self, text: str) -> Understanding:
-        """The same with the built-in engine only, without awaiting (CLI, evaluation)."""
-        normalized = normalize(text[:MAX_CHARS])
-        return self._build(text, normalized, self.model.rank(normalized), "builtin")
+    def understand_now(self, text: str, *, topics: BuiltinModel | None = None) -> Understanding:
+        """The same with the built-in engine only, without awaiting (CLI, evaluation, the NLU worker).
 
-    def _build(self, text: str, normalized: str, ranking: Ranking, engine: str) -> Understanding:
+        ``topics``: the knowledge base's matcher, to rank its entries from the same features too (see
+        ``Understanding.topics``; the matcher normalises the whole text, so only texts within MAX_CHARS)."""
+        normalized = normalize(text[:MAX_CHARS])
+        feats = features(normalized)
+        ranked = None
+        if topics is not None and len(text) <= MAX_CHARS:
+            ranked = (topics.key, topics.rank_features(feats)[:TOPICS])
+        return self._build(text, normalized, self.model.rank_features(feats), "builtin", ranked)
+
+    def _build(self, text: str, normalized: str, ranking: Ranking, engine: str,
+               topics: tuple[str, Ranking] | None = None) -> Understanding:
         hits = self.lexicon.match(normalized)
         places = self.gazetteer.find(normalized, normalize(text[:MAX_CHARS], lower=False))
         place_only = bool(places) and not hits and only_places(normalized, places)
@@ -157,7 +166,7 @@ class NLU:
             text=text, intent=intent, confidence=confidence, engine=engine,
             country=where.code if where else None, foreign=where.foreign if where else None,
             language=language_of(text), entities=entities, safety_net=raised, place_only=place_only,
-            ranking=ranking[:5],
+            ranking=ranking[:5], topics=topics,
         )
 
     async def _rank(self, normalized: str) -> tuple[Ranking, str]:

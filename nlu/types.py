@@ -23,6 +23,9 @@ class Understanding:
     safety_net: bool = False
     place_only: bool = False
     ranking: list[tuple[str, float]] = field(default_factory=list)
+    # The knowledge base's closest entries for the same text, when the NLU worker ranked them with the
+    # features it had computed anyway: (key of the matcher's model, [(slug, probability)…] best first).
+    topics: tuple[str, list[tuple[str, float]]] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The CLI's JSON shape."""

@@ -35,6 +35,7 @@ USER_LOCKS = 730309
 TOKEN_LOCKS = 730310
 SEED_LOCKS = 730311
 MAX_BACKOFF = 0.05
+RELEASES_KEPT = 60.0  # seconds a user's last release is remembered (``untouched_since`` answers for less)
 
 
 class LockTimeout(LingbaoError):
@@ -126,6 +127,8 @@ class UserLocks:
         self.timeout = timeout
         self._local: dict[int, asyncio.Lock] = {}
         self._users: dict[int, int] = {}  # holders and waiters per user, to drop unused locks
+        self._released: dict[int, float] = {}  # user → when this process last let go of their lock (monotonic)
+        self._swept = time.monotonic()
         self._advisory = _Advisory(url) if url and not is_sqlite(url) else None
 
     @property
@@ -139,19 +142,37 @@ class UserLocks:
         self._users[user_id] = self._users.get(user_id, 0) + 1
         try:
             async with local:
-                if self._advisory is None:
-                    yield
-                    return
-                generation = await self._acquire(user_id)
                 try:
-                    yield
+                    if self._advisory is None:
+                        yield
+                        return
+                    generation = await self._acquire(user_id)
+                    try:
+                        yield
+                    finally:
+                        # Shielded: a cancelled handler must still give the lock back.
+                        await asyncio.shield(self._advisory.unlock(user_id, generation))
                 finally:
-                    # Shielded: a cancelled handler must still give the lock back.
-                    await asyncio.shield(self._advisory.unlock(user_id, generation))
+                    self._note_release(user_id)
         finally:
             self._users[user_id] -= 1
             if self._users[user_id] == 0:
                 del self._users[user_id], self._local[user_id]
+
+    def untouched_since(self, user_id: int, since: float) -> bool:
+        """True when nobody else has held the user's lock since ``since`` (``time.monotonic()``), as seen from
+        this process: whatever holders before then wrote, they had written by then. Asked by the lock's holder.
+        Only for a recent ``since``, and never when the lock is shared (other processes are not seen here)."""
+        if self.shared or time.monotonic() - since > RELEASES_KEPT / 2:
+            return False
+        return self._released.get(user_id, float("-inf")) < since
+
+    def _note_release(self, user_id: int) -> None:
+        now = time.monotonic()
+        self._released[user_id] = now
+        if now - self._swept > RELEASES_KEPT:  # forget old releases now and then; untouched_since never needs them
+            self._swept = now
+            self._released = {user: at for user, at in self._released.items() if now - at < RELEASES_KEPT}
 
     async def _acquire(self, user_id: int) -> int:
         assert self._advisory is not None

@@ -36,6 +36,7 @@ class Recorded:
     is_new: bool
     status: str
     lease_until: datetime | None
+    loaded: Loaded | None = None  # the turn's starting point, read in the same transaction (if asked for)
 
 
 @dataclass
@@ -87,9 +88,13 @@ class Store:
         """Tell other processes this one is alive (its leases are real)."""
         await self.runner.run(partial(_heartbeat, self.dialect, self.instance))
 
-    async def record_inbound(self, msg: Inbound, lease: timedelta) -> Recorded:
-        """Store the message (dedup on its channel key) and refresh the user's service window."""
-        return await self.runner.run(partial(_record_inbound, self.dialect, self.instance, msg, lease))
+    async def record_inbound(self, msg: Inbound, lease: timedelta, preload: timedelta | None = None) -> Recorded:
+        """Store the message (dedup on its channel key) and refresh the user's service window.
+
+        ``preload``: for a new message, also read what ``load_turn(…, since=preload)`` would return, in the same
+        transaction (``Recorded.loaded``), which spares a second round trip when nobody else touches the user
+        before the turn starts (the caller judges that)."""
+        return await self.runner.run(partial(_record_inbound, self.dialect, self.instance, msg, lease, preload))
 
     async def claim(self, message_id: int, lease: timedelta) -> bool:
         """Take over an unanswered message whose worker is gone: its lease ran out or its process died."""
@@ -151,7 +156,8 @@ def _heartbeat(dialect: str, me: str, conn: Connection) -> None:
     conn.execute(delete(Instance).where(Instance.heartbeat_at < now - timedelta(days=1)))
 
 
-def _record_inbound(dialect: str, me: str, msg: Inbound, lease: timedelta, conn: Connection) -> Recorded:
+def _record_inbound(dialect: str, me: str, msg: Inbound, lease: timedelta, preload: timedelta | None,
+                    conn: Connection) -> Recorded:
     now = utcnow()
     user_id = _touch_user(conn, dialect, msg, now)
     new_id = run_insert(conn, MESSAGES, dict(
@@ -160,7 +166,8 @@ def _record_inbound(dialect: str, me: str, msg: Inbound, lease: timedelta, conn:
         lease_until=now + lease, lease_owner=me, created_at=now, seq=0),
         dialect, conflict="channel_key", returning=True).scalar_one_or_none()
     if new_id is not None:
-        return Recorded(new_id, user_id, True, "received", now + lease)
+        loaded = _load_turn(dialect, user_id, new_id, preload, conn) if preload is not None else None
+        return Recorded(new_id, user_id, True, "received", now + lease, loaded)
     row = execute(conn, select_where(MESSAGES, ("id", "status", "lease_until"), "channel_key"),
                   {"channel_key": msg.channel_key}).one()
     return Recorded(row.id, user_id, False, row.status, row.lease_until)

@@ -289,3 +289,28 @@ async def test_a_claim_during_a_citizen_turn_is_not_undone_by_it(start_bot: Any,
         assert claim_waited_for_the_turn
     finally:
         await rasa.close()
+
+
+async def test_a_change_made_under_the_users_lock_before_the_turn_starts_is_what_the_turn_starts_from(
+        bot: Running) -> None:
+    """On SQLite a turn starts from the conversation as read when its message was recorded, unless someone held
+    the user's lock in between. Here an officer (played by the test, through the pipeline's own lock) holds it
+    while the next message is recorded, and hands the case to themself: the turn must start from that."""
+    from sqlalchemy import text as sql
+
+    from bot.app import PIPELINE
+
+    await bot.wechat.post(text("oLockedStart", "救命 我被绑架了 在金边", msg_id=5_700_000))
+    assert bot.rows("SELECT state FROM conversations") == [("queued",)]
+    user_id = bot.rows("SELECT id FROM users WHERE openid = 'oLockedStart'")[0][0]
+    async with bot.app[PIPELINE].locks.hold(user_id):
+        turn = asyncio.ensure_future(bot.wechat.post(text("oLockedStart", "他们还在打我", msg_id=5_700_001)))
+        for _ in range(200):
+            if bot.count("messages", "direction='in'") == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert bot.count("messages", "direction='in'") == 2 and not turn.done()
+        async with bot.app[QUEUE].sessions.begin() as session:
+            await session.execute(sql("UPDATE conversations SET state = 'with_officer'"))
+    assert (await turn).status == 200
+    assert bot.rows("SELECT state FROM conversations") == [("with_officer",)]

@@ -92,3 +92,55 @@ async def test_driver_fast_path_stores_what_sqlalchemy_would(tmp_path: Path) -> 
                 user_id=user_id, state="idle", language="zh", context={}, updated_at=seen), "sqlite"))
     finally:
         await runner.close()
+
+
+async def test_a_message_recorded_with_preload_carries_exactly_what_load_turn_reads(tmp_path: Path) -> None:
+    """``record_inbound(…, preload)`` reads the turn's starting point in the recording transaction: the same
+    conversation, generation and earlier open messages that ``load_turn`` reads right after."""
+    from datetime import timedelta
+
+    from bot.storage.store import Store
+    from bot.wechat.messages import Inbound
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+    await migrate(url)
+    runner = GroupCommitRunner(url)
+    store = Store(runner, "sqlite")
+    window = timedelta(hours=6)
+
+    def message(n: int) -> Inbound:
+        return Inbound(account="gh", openid="oPreload", create_time=1_700_000_000 + n, msg_type="text",
+                       msg_id=str(6_100_000 + n), text=f"第{n}条")
+
+    try:
+        await store.heartbeat()  # this process is alive: its leases are real
+        first = await store.record_inbound(message(1), timedelta(seconds=30), window)
+        assert first.loaded is not None and first.loaded.conversation.state == "idle"
+        assert first.loaded == await store.load_turn(first.user_id, first.message_id, window)
+        second = await store.record_inbound(message(2), timedelta(seconds=30), window)  # the first is still open
+        assert second.loaded is not None and second.loaded.busy == [first.message_id]
+        assert second.loaded == await store.load_turn(second.user_id, second.message_id, window)
+        again = await store.record_inbound(message(2), timedelta(seconds=30), window)
+        assert not again.is_new and again.loaded is None  # a re-sent message starts nothing
+        plain = await store.record_inbound(message(3), timedelta(seconds=30))
+        assert plain.loaded is None
+    finally:
+        await runner.close()
+
+
+async def test_the_users_lock_tells_whether_anyone_held_it_since_a_moment() -> None:
+    import time
+
+    from bot.storage.locks import UserLocks
+
+    locks = UserLocks()
+    before = time.monotonic()
+    async with locks.hold(7):
+        assert locks.untouched_since(7, before)  # only the caller holds it
+    async with locks.hold(7):
+        assert not locks.untouched_since(7, before)  # someone (the first block) held it since
+        assert locks.untouched_since(8, before)  # another user's lock says nothing about this one
+    after = time.monotonic()
+    async with locks.hold(7):
+        assert locks.untouched_since(7, after)
+    assert not locks.untouched_since(7, after - 3600)  # too long ago to know

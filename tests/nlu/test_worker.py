@@ -7,9 +7,11 @@ import asyncio
 import os
 import signal
 import time
+from dataclasses import replace
 
 import pytest
 
+from knowledge.retrieval import Retriever
 from nlu.builtin import train
 from nlu.data import Example, load_examples
 from nlu.engine import NLU
@@ -50,6 +52,34 @@ async def test_a_retrained_model_reaches_the_worker_before_later_messages(nlu: N
     assert await worker.understand("护照丢了怎么办") == swapped.understand_now("护照丢了怎么办")
     worker.swap(nlu.model)
     assert await worker.understand("护照丢了怎么办") == nlu.understand_now("护照丢了怎么办")
+
+
+async def test_the_worker_ranks_knowledge_base_entries_exactly_as_the_matcher_does(nlu: NLU,
+                                                                                  worker: NLUWorker) -> None:
+    examples = [e for e in load_examples([DATA / "nlu" / "train"]) if e.intent == "faq" and e.topic]
+    matcher = Retriever([(str(e.topic), e.text) for e in examples])
+    other = Retriever([(str(e.topic), e.text) for e in examples[:-5]])  # another generation of the knowledge base
+    assert matcher.model is not None and other.model is not None and matcher.model.key != other.model.key
+    texts = [e.text for e in load_examples([DATA / "nlu" / "test"])][:200] + ["", "护照" * 600]
+    worker.set_topics(matcher.model)
+    results = await asyncio.gather(*(worker.understand(t) for t in texts))
+    assert all(r is not None for r in results)
+    ranked = [r for r in results if r is not None and r.topics is not None]
+    assert len(ranked) == len(texts) - 1  # all but the text too long to classify whole
+    for text, understood in zip(texts, results):
+        assert understood is not None
+        expected = [(h.slug, h.score) for h in matcher.search(text, k=3)]
+        assert matcher.search(text, k=3, understood=understood) == matcher.search(text, k=3)
+        if understood.topics is not None:
+            assert understood.topics == (matcher.model.key, expected)
+        # The intent is the server's own; only the extra ranking differs.
+        assert replace(understood, topics=None) == nlu.understand_now(text)
+    # A ranking from another matcher, or for another text, is never taken for this one.
+    forged = replace(results[0], topics=(other.model.key, [("visa", 1.0)] * 3))
+    assert matcher.search(texts[0], understood=forged) == matcher.search(texts[0])
+    assert matcher.search(texts[1], understood=results[0]) == matcher.search(texts[1])
+    worker.set_topics(None)
+    assert (await worker.understand(texts[0])) == nlu.understand_now(texts[0])
 
 
 async def test_without_its_worker_the_server_classifies_itself_until_a_new_one_is_up(nlu: NLU,
