@@ -155,7 +155,8 @@ class Brain:
             turn.conversation.context.pop("fallbacks", None)
         if turn.conversation.country and turn.conversation.country != turn.conversation.user_country:
             outcome.user_update.setdefault("country", turn.conversation.country)
-        outcome.user_update.setdefault("language", turn.conversation.language)
+        if turn.conversation.language != turn.conversation.user_language:
+            outcome.user_update.setdefault("language", turn.conversation.language)
         return outcome
 
     def health(self) -> dict[str, str]:

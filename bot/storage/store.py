@@ -53,6 +53,7 @@ class ConversationState:
     latitude: float | None = None
     longitude: float | None = None
     location_label: str | None = None
+    user_language: str | None = None  # what the user's row says (saved again only when the turn changes it)
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,7 @@ def _touch_user(conn: Connection, dialect: str, msg: Inbound, now: datetime) -> 
 READ_CONVERSATION = (
     select(Conversation.id, Conversation.state, Conversation.country, Conversation.language, Conversation.context,
            User.country.label("user_country"), User.latitude, User.longitude, User.location_label,
+           User.language.label("user_language"),
            select(KBState.generation).where(KBState.id == 1).scalar_subquery().label("generation"))
     .join(User, User.id == Conversation.user_id).where(Conversation.user_id == bindparam("user_id"))
 )
@@ -352,7 +354,7 @@ def _read_conversation(conn: Connection, user_id: int) -> tuple[ConversationStat
     if row is None:
         return None
     state = ConversationState(row.id, user_id, row.state, row.country, row.language, dict(row.context or {}),
-                              row.user_country, row.latitude, row.longitude, row.location_label)
+                              row.user_country, row.latitude, row.longitude, row.location_label, row.user_language)
     return state, int(row.generation or 0)
 
 
