@@ -5,8 +5,8 @@ messages share it with jieba and the intent model, about a third of the work per
 with a core to spare, ``NLUWorker`` runs that third in a child process (``python -m nlu.worker``)
 and the server only waits for the answer.
 
-Messages waiting at the same time go to the child together, one batch in flight at a time, so the
-child's and the pipe's cost per message falls as load rises and a lone message is sent at once.
+Messages waiting at the same time go to the child together, at most ``IN_FLIGHT`` batches at a time, so
+the child's and the pipe's cost per message falls as load rises and a lone message is sent at once.
 The child computes exactly what ``NLU.understand_now`` computes in the server (same model, lexicon
 and gazetteer), so an answer never depends on where it was classified. Given the knowledge base's
 matcher (``set_topics``), the child also ranks its entries from the features it computed anyway, which
@@ -24,6 +24,7 @@ on the same machine; nothing from outside is ever unpickled).
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
@@ -39,6 +40,7 @@ from nlu.types import Understanding
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+IN_FLIGHT = 2  # batches sent and not yet answered: a message need not wait for a whole batch before it
 
 
 class NLUWorker(Supervised):
@@ -53,7 +55,7 @@ class NLUWorker(Supervised):
         self.fallbacks = 0
         self._ids = itertools.count()
         self._pending: list[tuple[int, str, asyncio.Future[Understanding | None]]] = []
-        self._inflight: dict[int, asyncio.Future[Understanding | None]] = {}
+        self._inflight: collections.deque[dict[int, asyncio.Future[Understanding | None]]] = collections.deque()
         self._flush_scheduled = False
 
     @property
@@ -86,7 +88,7 @@ class NLUWorker(Supervised):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Understanding | None] = loop.create_future()
         self._pending.append((next(self._ids), text, future))
-        if not self._inflight and not self._flush_scheduled:
+        if len(self._inflight) < IN_FLIGHT and not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)  # after this loop pass, so messages arriving together go together
         try:
@@ -107,10 +109,10 @@ class NLUWorker(Supervised):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._inflight or not self._pending or not self.ready:
+        if len(self._inflight) >= IN_FLIGHT or not self._pending or not self.ready:
             return
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        self._inflight = {ident: future for ident, _, future in batch}
+        self._inflight.append({ident: future for ident, _, future in batch})
         self._send(("batch", [(ident, text) for ident, text, _ in batch]))
 
     def _send(self, message: tuple[str, Any]) -> None:
@@ -129,8 +131,8 @@ class NLUWorker(Supervised):
         if kind == "ready":
             self.ready = True
             log.info("nlu worker ready", extra={"pid": body})
-        elif kind == "batch":
-            inflight, self._inflight = self._inflight, {}
+        elif kind == "batch" and self._inflight:
+            inflight = self._inflight.popleft()  # the child answers batches in the order they were sent
             for ident, result in body:
                 future = inflight.pop(ident, None)
                 if future is not None and not future.done():
@@ -149,8 +151,9 @@ class NLUWorker(Supervised):
     def _on_stop(self) -> None:
         """The child is gone: whatever waits on it is told to classify by itself."""
         self.ready = False
-        waiting = list(self._inflight.values()) + [future for _, _, future in self._pending]
-        self._inflight, self._pending = {}, []
+        waiting = [future for batch in self._inflight for future in batch.values()]
+        waiting += [future for _, _, future in self._pending]
+        self._inflight, self._pending = collections.deque(), []
         for future in waiting:
             if not future.done():
                 future.set_result(None)

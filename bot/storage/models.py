@@ -44,9 +44,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            if value.tzinfo is not UTC:  # already UTC (utcnow(), values read back): no conversion
+                if value.tzinfo is None:
+                    raise ValueError("naive datetime given to a UTC column")
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
         return process
 

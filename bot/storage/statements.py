@@ -107,7 +107,7 @@ _MISSING = object()
 class _Plan:
     sql: str
     direct: bool  # False: the SQL is finished at execution time (IN lists), so SQLAlchemy runs it
-    params: tuple[tuple[str, Any, Any], ...]  # name, converter, fixed value (or _MISSING)
+    params: tuple[tuple[str, Any, Any], ...]  # name, converter, fixed value already converted (or _MISSING)
     row: Any  # a namedtuple class, or None: rows as plain tuples
     results: tuple[Any, ...]  # a converter per result column (or None)
 
@@ -120,8 +120,11 @@ def _plan(statement: Any, dialect: Dialect) -> _Plan:
     params = []
     for name in compiled.positiontup or ():
         bind = compiled.binds[name]
+        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
         fixed = bind.value if not bind.required and bind.callable is None and bind.value is not None else _MISSING
-        params.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect), fixed))
+        if fixed is not _MISSING and convert is not None:
+            fixed = convert(fixed)
+        params.append((name, convert, fixed))
     row, results = None, ()
     if isinstance(statement, Select):
         columns = list(statement.selected_columns)
@@ -142,11 +145,19 @@ def execute(conn: Any, statement: Any, values: dict[str, Any] | None = None) -> 
     if not plan.direct:
         return conn.execute(statement, values)
     args = []
+    converted: dict[str, Any] = {}  # a value bound several times ("now") is converted once
     for name, convert, fixed in plan.params:
-        value = values.get(name, fixed)
-        if value is _MISSING:
-            return conn.execute(statement, values)
-        args.append(convert(value) if convert else value)
+        if name not in values:
+            if fixed is _MISSING:
+                return conn.execute(statement, values)
+            args.append(fixed)
+        elif convert is None:
+            args.append(values[name])
+        else:
+            value = converted.get(name, _MISSING)
+            if value is _MISSING:
+                value = converted[name] = convert(values[name])
+            args.append(value)
     cursor = conn.connection.driver_connection.cursor()
     try:
         cursor.execute(plan.sql, args)

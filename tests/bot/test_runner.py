@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 
 from bot.storage.db import migrate
@@ -144,3 +147,23 @@ async def test_the_users_lock_tells_whether_anyone_held_it_since_a_moment() -> N
     async with locks.hold(7):
         assert locks.untouched_since(7, after)
     assert not locks.untouched_since(7, after - 3600)  # too long ago to know
+
+
+@given(moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
+                           timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)),
+                                                      timezone(timedelta(hours=-9, minutes=-30))])))
+def test_utc_datetimes_are_bound_as_the_text_sqlalchemy_would_store(moment: datetime) -> None:
+    """The writer binds UTC datetimes in one step; it must be exactly SQLAlchemy's own SQLite text for the
+    same instant in UTC, whatever zone the value came in."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    from bot.storage.models import UTCDateTime
+
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().bind_processor(dialect)
+    theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
+    with pytest.raises(ValueError):
+        ours(moment.replace(tzinfo=None))
+    assert ours(None) is None
