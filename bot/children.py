@@ -22,6 +22,16 @@ from typing import Any, cast
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = struct.Struct(">I")  # a frame's length, then the pickle
+# Helpers run at a lower scheduling priority than the server: the server is the one process whose time every
+# message waits on (one core's worth, its GIL), so when cores are short it should not queue behind a helper's
+# batch. bench/load.py on 2 cores: about 5% more messages per second than at equal priority.
+HELPER_NICE = 10
+
+
+def yield_to_server() -> None:
+    """Called by a helper process as it starts: lower its own priority (see HELPER_NICE)."""
+    with contextlib.suppress(OSError):  # not permitted here: run at equal priority
+        os.nice(HELPER_NICE)
 
 
 class Child:

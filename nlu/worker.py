@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bot.children import HEADER, Supervised
+from bot.children import HEADER, Supervised, yield_to_server
 from nlu.builtin import BuiltinModel
 from nlu.types import Understanding
 
@@ -206,6 +206,7 @@ def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    yield_to_server()
     inbound, outbound = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must never corrupt a frame
     serve(Path(sys.argv[1]), inbound, outbound)

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from bot.children import HEADER, Supervised
+from bot.children import HEADER, Supervised, yield_to_server
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -229,6 +229,7 @@ def serve(url: str, inbound: int, outbound: Any) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    yield_to_server()
     outbound = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must never corrupt a frame
     serve(sys.argv[1], sys.stdin.fileno(), outbound)

@@ -109,3 +109,10 @@ async def test_a_stuck_worker_costs_one_timeout_then_is_replaced(nlu: NLU) -> No
         assert await stuck.understand("你好") == nlu.understand_now("你好")
     finally:
         await stuck.close()
+
+
+async def test_the_worker_yields_the_cpu_to_the_server(worker: NLUWorker) -> None:
+    from bot.children import HELPER_NICE
+
+    pid = await ready(worker)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + HELPER_NICE)
