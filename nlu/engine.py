@@ -130,26 +130,28 @@ class NLU:
             if understood is not None:
                 self.stats["builtin"] += 1
                 return understood
-        normalized = normalize(text[:MAX_CHARS])
+        cased = normalize(text[:MAX_CHARS], lower=False)
+        normalized = cased.lower()  # what normalize(…) gives, without normalising twice
         ranking, engine = await self._rank(normalized)
-        return self._build(text, normalized, ranking, engine)
+        return self._build(text, normalized, cased, ranking, engine)
 
     def understand_now(self, text: str, *, topics: BuiltinModel | None = None) -> Understanding:
         """The same with the built-in engine only, without awaiting (CLI, evaluation, the NLU worker).
 
         ``topics``: the knowledge base's matcher, to rank its entries from the same features too (see
         ``Understanding.topics``; the matcher normalises the whole text, so only texts within MAX_CHARS)."""
-        normalized = normalize(text[:MAX_CHARS])
+        cased = normalize(text[:MAX_CHARS], lower=False)
+        normalized = cased.lower()
         feats = features(normalized)
         ranked = None
         if topics is not None and len(text) <= MAX_CHARS:
             ranked = (topics.key, topics.rank_features(feats)[:TOPICS])
-        return self._build(text, normalized, self.model.rank_features(feats), "builtin", ranked)
+        return self._build(text, normalized, cased, self.model.rank_features(feats), "builtin", ranked)
 
-    def _build(self, text: str, normalized: str, ranking: Ranking, engine: str,
+    def _build(self, text: str, normalized: str, cased: str, ranking: Ranking, engine: str,
                topics: tuple[str, Ranking] | None = None) -> Understanding:
         hits = self.lexicon.match(normalized)
-        places = self.gazetteer.find(normalized, normalize(text[:MAX_CHARS], lower=False))
+        places = self.gazetteer.find(normalized, cased)
         place_only = bool(places) and not hits and only_places(normalized, places)
         if place_only:
             # "我在巴黎" says where, not what happened: never an emergency on its own.

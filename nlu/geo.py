@@ -56,6 +56,12 @@ class Gazetteer:
         self.cjk = {k: v for k, v in names.items() if _CJK.search(k)}
         self.latin = {k: v for k, v in names.items() if not _CJK.search(k)}
         self.max_cjk = max((len(k) for k in self.cjk), default=1)
+        # The lengths of the names that start with each character, longest first: most characters start none.
+        starts: dict[str, set[int]] = {}
+        for name in self.cjk:
+            if len(name) > 1:
+                starts.setdefault(name[0], set()).add(len(name))
+        self._cjk_lengths = {ch: sorted(lengths, reverse=True) for ch, lengths in starts.items()}
         self.country_count = len({v[0] for v in names.values()})
         self.city_count = len({(v[0], v[2]) for v in names.values() if v[1] == "city"})
 
@@ -104,10 +110,13 @@ class Gazetteer:
         found: list[Place] = []
         i, n = 0, len(text)
         while i < n:
-            if not _CJK.match(text[i]):
+            lengths = self._cjk_lengths.get(text[i])
+            if lengths is None or not _CJK.match(text[i]):
                 i += 1
                 continue
-            for length in range(min(self.max_cjk, n - i), 1, -1):
+            for length in lengths:
+                if length > n - i:
+                    continue
                 hit = self.cjk.get(text[i:i + length])
                 if hit:
                     found.append(Place(hit[0], hit[1], text[i:i + length], i, i + length, hit[2]))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nlu.geo import DOMESTIC, Gazetteer, en_name, locate, zh_name
 from nlu.normalize import normalize
@@ -159,3 +163,33 @@ def test_guam_is_its_own_territory(gazetteer: Gazetteer, text: str) -> None:
 
 def test_saipan_is_routed_to_the_us(gazetteer: Gazetteer) -> None:
     assert country(gazetteer, "塞班岛") == "US"
+
+
+def _longest_first_scan(gazetteer: Gazetteer, text: str) -> list[tuple[str, int, int]]:
+    """The plain scan the gazetteer's Chinese matcher must agree with: at each Chinese character try every
+    length from the longest name down to two characters; a hit is taken whole and the scan goes on after it."""
+    found, i = [], 0
+    while i < len(text):
+        if not re.match(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", text[i]):
+            i += 1
+            continue
+        for length in range(min(gazetteer.max_cjk, len(text) - i), 1, -1):
+            if text[i:i + length] in gazetteer.cjk:
+                found.append((text[i:i + length], i, i + length))
+                i += length
+                break
+        else:
+            i += 1
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_chinese_place_names_are_found_as_by_a_plain_longest_first_scan(gazetteer: Gazetteer,
+                                                                          data: st.DataObject) -> None:
+    names = sorted(gazetteer.cjk)
+    pieces = data.draw(st.lists(st.one_of(st.sampled_from(names), st.sampled_from(names).map(lambda n: n[:-1]),
+                                          st.text(alphabet="我在的了被人市中国北京巴黎东A 1", max_size=4)),
+                                max_size=8))
+    text = "".join(pieces)
+    assert [(p.surface, p.start, p.end) for p in gazetteer._find_cjk(text)] == _longest_first_scan(gazetteer, text)
