@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 import pickle
 import time
 from dataclasses import dataclass
@@ -50,16 +51,14 @@ class BuiltinModel:
 
     def rank(self, normalized: str) -> list[tuple[str, float]]:
         """Intents with probabilities, best first."""
-        return self.rank_features(features(normalized))
+        return self.rank_counts(Counter(features(normalized)))
 
-    def rank_features(self, feats: list[str]) -> list[tuple[str, float]]:
-        """The same from ``features(normalized)`` already computed (one text scored by several models)."""
-        vocabulary = self.vocabulary
-        counts: dict[int, int] = {}
-        for feature in feats:
-            column = vocabulary.get(feature)
-            if column is not None:
-                counts[column] = counts.get(column, 0) + 1
+    def rank_counts(self, counted: Counter[str]) -> list[tuple[str, float]]:
+        """The same from ``Counter(features(normalized))`` already counted (one text scored by several models).
+
+        Columns are taken in the order features first occur, as TF-IDF sums them."""
+        get = self.vocabulary.get
+        counts = {column: n for column, n in zip(map(get, counted), counted.values()) if column is not None}
         scores = self.intercept
         if counts:
             index = np.fromiter(counts, dtype=np.intp, count=len(counts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -142,11 +143,11 @@ class NLU:
         ``Understanding.topics``; the matcher normalises the whole text, so only texts within MAX_CHARS)."""
         cased = normalize(text[:MAX_CHARS], lower=False)
         normalized = cased.lower()
-        feats = features(normalized)
+        counted = Counter(features(normalized))
         ranked = None
         if topics is not None and len(text) <= MAX_CHARS:
-            ranked = (topics.key, topics.rank_features(feats)[:TOPICS])
-        return self._build(text, normalized, cased, self.model.rank_features(feats), "builtin", ranked)
+            ranked = (topics.key, topics.rank_counts(counted)[:TOPICS])
+        return self._build(text, normalized, cased, self.model.rank_counts(counted), "builtin", ranked)
 
     def _build(self, text: str, normalized: str, cased: str, ranking: Ranking, engine: str,
                topics: tuple[str, Ranking] | None = None) -> Understanding:

@@ -19,6 +19,7 @@ class Lexicon:
 
     phrases: dict[str, tuple[str, ...]]
     _latin: dict[str, re.Pattern[str]]
+    _cjk: dict[str, re.Pattern[str]]  # an intent's other phrases as one alternation: one search, not one per phrase
 
     @classmethod
     def load(cls, path: Path) -> Lexicon:
@@ -31,13 +32,15 @@ class Lexicon:
             words = [re.escape(p) for p in normalised if _LATIN.match(p)]
             if words:
                 latin[str(intent)] = re.compile(r"(?<![a-z])(?:" + "|".join(words) + r")(?![a-z])")
-        return cls(phrases, latin)
+        cjk = {intent: re.compile("|".join(map(re.escape, items))) for intent, items in phrases.items() if items}
+        return cls(phrases, latin, cjk)
 
     def match(self, normalized: str) -> list[str]:
         """Emergency intents with a phrase in the text, in the lexicon's order."""
         hits = []
-        for intent, phrases in self.phrases.items():
-            if any(p in normalized for p in phrases):
+        for intent in self.phrases:
+            pattern = self._cjk.get(intent)
+            if pattern is not None and pattern.search(normalized):  # some phrase occurs in the text
                 hits.append(intent)
             elif intent in self._latin and self._latin[intent].search(normalized):
                 hits.append(intent)
