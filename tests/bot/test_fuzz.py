@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +14,9 @@ from tests.fakes.wechat_server import xml_message
 
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 CRYPTO = MessageCrypto("token", KEY, "wxfuzz")
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# LINGBAO_FUZZ_EXAMPLES=5000 for a longer search than CI's.
+FAST = settings(max_examples=int(os.environ.get("LINGBAO_FUZZ_EXAMPLES", "300")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 @FAST
@@ -74,3 +78,44 @@ def test_encrypted_reply_decrypts_to_the_same_text(text: str) -> None:
 def expected(text: str) -> str:
     """What an XML reader sees: line ends normalised, outer whitespace trimmed (as xmltodict does)."""
     return strip_control(text).replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _xmltodict_fields(raw: bytes) -> dict[str, object] | None:
+    """What parse_xml_fields gave before its fast path: xmltodict's ``<xml>`` dict (None where it refused)."""
+    import xmltodict
+
+    try:
+        doc = xmltodict.parse(raw, disable_entities=True)
+    except Exception:  # noqa: BLE001 - every refusal is one outcome here
+        return None
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    return root if isinstance(root, dict) else None
+
+
+_TEXT = st.lists(st.sampled_from(list("ab 中文\n\t&<>]'\"") + ["]]>", "&amp;", "&#x4e2d;", "&lt;"]),
+                 max_size=12).map("".join)
+_CHILD = st.one_of(
+    st.builds(lambda t, v: f"<{t}>{v}</{t}>", st.sampled_from(["A", "B", "Content", "x:y"]), _TEXT),
+    st.builds(lambda t, v: f"<{t}><![CDATA[{v}]]></{t}>", st.sampled_from(["A", "B", "Content"]),
+              _TEXT.map(lambda v: v.replace("]]>", ""))),
+    st.builds(lambda t: f"<{t}/>", st.sampled_from(["A", "Empty"])),
+    st.just("<A a='1'>v</A>"), st.just("<N><M>v</M></N>"), st.just("<!-- note -->"), st.just("<A>x<!--c-->y</A>"),
+    _TEXT,  # text between the children
+)
+
+
+@FAST
+@given(st.sampled_from(["<xml>", "<xml >", " <xml>", '<?xml version="1.0"?><xml>', "<xml a='1'>", "<xmlx>"]),
+       st.lists(_CHILD, max_size=6))
+def test_wechat_shaped_documents_parse_as_xmltodict_parses_them(start: str, children: list[str]) -> None:
+    """The fast path for WeChat-shaped documents gives exactly xmltodict's fields, and anything else (nested,
+    attributes, repeated or prefixed names, stray text, another start) goes to xmltodict itself."""
+    end = "</xmlx>" if start == "<xmlx>" else "</xml>"
+    raw = (start + "".join(children) + end).encode()
+    expected = _xmltodict_fields(raw)
+    try:
+        fields = parse_xml_fields(raw)
+    except BadRequest:
+        assert expected is None
+        return
+    assert fields == expected
