@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 import pickle
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
