@@ -4,7 +4,7 @@ Python's sqlite3 driver lets go of the interpreter lock (GIL) around every call 
 take it back afterwards. A writer *thread* beside a busy event loop waits for the loop at each of
 those points: on this 2-core machine a writer thread ran 57 times slower than its CPU time beside a
 loop running Python flat out, and under the load benchmark every batch took 2.5 times its CPU time,
-which set the latency of every message (three round trips each). ``ProcessRunner`` runs the same
+which set the latency of every message (three round trips each then, two now). ``ProcessRunner`` runs the same
 units, with the same group commit (``GroupCommitRunner``'s batching, one transaction per batch, a
 failing unit rerun alone), in a child process (``python -m bot.storage.writer URL``) with a GIL of its
 own, on the machine's other core; the server only pickles a unit and reads back its result.
