@@ -8,6 +8,7 @@ waiter in the same pass of the event loop (a stream reader would take one pass m
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -17,7 +18,7 @@ import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +29,22 @@ HEADER = struct.Struct(">I")  # a frame's length, then the pickle
 HELPER_NICE = 10
 
 
-def yield_to_server() -> None:
-    """Called by a helper process as it starts: lower its own priority (see HELPER_NICE)."""
+def begin_child() -> BinaryIO:
+    """Set up a helper process as it starts: warnings on stderr, a lower priority (see HELPER_NICE), and stdout
+    kept for frames alone (a stray print must never corrupt one). Returns the stream its frames go to."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     with contextlib.suppress(OSError):  # not permitted here: run at equal priority
         os.nice(HELPER_NICE)
+    frames = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    return frames
+
+
+def send_frame(stream: BinaryIO, message: Any) -> None:
+    """A helper's frame to the server: the length, then the pickle."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(payload)) + payload)
+    stream.flush()
 
 
 class Child:
@@ -111,7 +124,7 @@ class _Pipes(asyncio.SubprocessProtocol):
                 self.exited.set_exception(error)
 
 
-class Supervised:
+class Supervised(abc.ABC):
     """Keeps one helper process running: started by ``_supervise``, started again after it dies (with a pause
     that grows with each restart), stopped by ``_stop_supervising``. Subclasses read its frames
     (``_on_frame``), may greet it (``_on_start``) and settle whatever waited on a child that is gone
@@ -125,14 +138,16 @@ class Supervised:
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
 
+    @abc.abstractmethod
     def _on_frame(self, message: Any) -> None:
-        raise NotImplementedError
+        """A frame from the child."""
 
     def _on_start(self) -> None:
         """The child is up (its frames may not have come yet)."""
 
+    @abc.abstractmethod
     def _on_stop(self) -> None:
-        raise NotImplementedError
+        """The child is gone: settle whatever waited on it."""
 
     def _begin(self) -> None:
         self._supervisor = asyncio.create_task(self._supervise(), name=self.module)

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bot.children import HEADER, Supervised, yield_to_server
+from bot.children import HEADER, Supervised, begin_child, send_frame
 from nlu.builtin import BuiltinModel
 from nlu.types import Understanding
 
@@ -169,12 +169,6 @@ def _read(stream: BinaryIO) -> tuple[str, Any] | None:
     return pickle.loads(stream.read(size))  # type: ignore[no-any-return]
 
 
-def _write(stream: BinaryIO, message: tuple[str, Any]) -> None:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(payload)) + payload)
-    stream.flush()
-
-
 def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
     """Answer frames until the server closes the pipe: the first one must carry the model."""
     from nlu.data import fingerprint
@@ -186,7 +180,7 @@ def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
     lexicon, gazetteer = _static_parts(data_dir, fingerprint(_static_files(data_dir)))
     nlu = NLU(model=first[1], lexicon=lexicon, gazetteer=gazetteer)
     topics: BuiltinModel | None = None
-    _write(outbound, ("ready", os.getpid()))
+    send_frame(outbound, ("ready", os.getpid()))
     while (message := _read(inbound)) is not None:
         kind, body = message
         if kind == "model":
@@ -201,15 +195,12 @@ def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
                 except Exception:  # one bad text must not stop the others; the server retries it
                     log.exception("nlu worker failed on one message")
                     results.append((ident, None))
-            _write(outbound, ("batch", results))
+            send_frame(outbound, ("batch", results))
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    yield_to_server()
-    inbound, outbound = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # a stray print must never corrupt a frame
-    serve(Path(sys.argv[1]), inbound, outbound)
+    outbound = begin_child()
+    serve(Path(sys.argv[1]), sys.stdin.buffer, outbound)
 
 
 if __name__ == "__main__":

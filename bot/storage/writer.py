@@ -36,12 +36,12 @@ import select
 import struct
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from bot.children import HEADER, Supervised, yield_to_server
+from bot.children import Supervised, begin_child, send_frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -196,7 +196,7 @@ def _error(exc: BaseException) -> BaseException:
     return exc
 
 
-def serve(url: str, inbound: int, outbound: Any) -> None:
+def serve(url: str, inbound: int, outbound: BinaryIO) -> None:
     """Run batches of units from ``inbound`` until it closes; answers go to ``outbound``."""
     from bot.storage.runner import run_batch, writer_engine
 
@@ -204,13 +204,8 @@ def serve(url: str, inbound: int, outbound: Any) -> None:
     connection = engine.connect()
     frames = _Frames(inbound)
 
-    def send(message: tuple[str, Any]) -> None:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        outbound.write(HEADER.pack(len(payload)) + payload)
-        outbound.flush()
-
     try:
-        send(("ready", os.getpid()))
+        send_frame(outbound, ("ready", os.getpid()))
         while (batch := frames.batch(MAX_BATCH)) is not None:
             units: list[tuple[int, Callable[[Connection], bytes]]] = []
             answers: list[tuple[int, bool, Any]] = []
@@ -221,17 +216,14 @@ def serve(url: str, inbound: int, outbound: Any) -> None:
                     answers.append((ident, False, RuntimeError(f"unit could not be loaded: {type(exc).__name__}: {exc}")))
             results = run_batch(connection, [unit for _, unit in units]) if units else []
             answers += [(ident, ok, value if ok else _error(value)) for (ident, _), (ok, value) in zip(units, results)]
-            send(("done", answers))
+            send_frame(outbound, ("done", answers))
     finally:
         connection.close()
         engine.dispose()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    yield_to_server()
-    outbound = sys.stdout.buffer
-    sys.stdout = sys.stderr  # a stray print must never corrupt a frame
+    outbound = begin_child()
     serve(sys.argv[1], sys.stdin.fileno(), outbound)
 
 
