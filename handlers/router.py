@@ -101,6 +101,11 @@ def _names_china(turn: Turn) -> bool:
         e.get("country") == "CN" and e.get("located") for e in entities)
 
 
+def _classifiable(msg: Inbound) -> bool:
+    """A message with text to classify (typed, or a voice message's recognition)."""
+    return msg.msg_type in ("text", "voice") and bool(msg.text)
+
+
 def route(turn: Turn, routes: tuple[Route, ...] = ROUTES) -> Handler:
     """The first handler whose row matches the turn's state and intent."""
     for row in routes:
@@ -123,8 +128,8 @@ class Brain:
     def classify_early(self, msg: Inbound) -> asyncio.Task[Understanding] | None:
         """Start classifying the message's text now, so it overlaps loading the conversation
         (the text alone decides the understanding); None when there is nothing to classify."""
-        if msg.msg_type in ("text", "voice") and msg.text:
-            return asyncio.ensure_future(self.services.understand(msg.text))
+        if _classifiable(msg):
+            return asyncio.ensure_future(self.services.understand(msg.text or ""))
         return None
 
     async def make_turn(self, msg: Inbound, conversation: ConversationState, kb_generation: int | None = None,
@@ -132,8 +137,8 @@ class Brain:
         """Classify the message's text (if any; ``early`` is its classification already under way) and attach
         it to the conversation."""
         turn = Turn(message=msg, conversation=conversation, services=self.services, kb_generation=kb_generation)
-        if msg.msg_type in ("text", "voice") and msg.text:
-            turn.nlu = await (early if early is not None else self.services.understand(msg.text))
+        if _classifiable(msg):
+            turn.nlu = await (early if early is not None else self.services.understand(msg.text or ""))
             conversation.language = turn.nlu.language
             if turn.nlu.country and (turn.nlu.foreign or (not conversation.country and not _names_china(turn))):
                 # A foreign place always counts; home only when nothing better is known, and never

@@ -131,8 +131,7 @@ class NLU:
             if understood is not None:
                 self.stats["builtin"] += 1
                 return understood
-        cased = normalize(text[:MAX_CHARS], lower=False)
-        normalized = cased.lower()  # what normalize(…) gives, without normalising twice
+        cased, normalized = _normal_forms(text)
         ranking, engine = await self._rank(normalized)
         return self._build(text, normalized, cased, ranking, engine)
 
@@ -141,8 +140,7 @@ class NLU:
 
         ``topics``: the knowledge base's matcher, to rank its entries from the same features too (see
         ``Understanding.topics``; the matcher normalises the whole text, so only texts within MAX_CHARS)."""
-        cased = normalize(text[:MAX_CHARS], lower=False)
-        normalized = cased.lower()
+        cased, normalized = _normal_forms(text)
         counted = Counter(features(normalized))
         ranked = None
         if topics is not None and len(text) <= MAX_CHARS:
@@ -185,6 +183,12 @@ class NLU:
                     self.on_rasa_fallback(type(exc).__name__)
         self.stats["builtin"] += 1
         return self.model.rank(normalized), "builtin"
+
+
+def _normal_forms(text: str) -> tuple[str, str]:
+    """``text`` normalised keeping its case (for acronyms), and as ``normalize`` gives it, normalising once."""
+    cased = normalize(text[:MAX_CHARS], lower=False)
+    return cased, cased.lower()
 
 
 _LOCATED = re.compile(r"(?:在|位于|住在|in|at)\s*$")
