@@ -22,6 +22,7 @@ from nlu.data import Example, fingerprint, load_examples
 from nlu.normalize import normalize
 
 log = logging.getLogger(__name__)
+jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading at DEBUG, whoever tokenises first
 
 MODEL_VERSION = "builtin-v1"  # bump when features or training change, so cached models are retrained
 
@@ -143,5 +144,4 @@ def _load_or_train(files: list[Path], key: str, cache_dir: Path, force: bool) ->
 
 def warm_up() -> None:
     """Load jieba's dictionary now rather than on the first message."""
-    jieba.setLogLevel(logging.WARNING)
     jieba.initialize()
