@@ -7,7 +7,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -139,16 +139,17 @@ class NLU:
         """The same with the built-in engine only, without awaiting (CLI, evaluation, the NLU worker).
 
         ``topics``: the knowledge base's matcher, to rank its entries from the same features too (see
-        ``Understanding.topics``; the matcher normalises the whole text, so only texts within MAX_CHARS)."""
+        ``Understanding.topics``; the matcher normalises the whole text, so only texts within MAX_CHARS). An
+        emergency goes to its playbook, never to the matcher, so it is not ranked (the matcher would rank the
+        text itself if some route still asked)."""
         cased, normalized = _normal_forms(text)
         counted = Counter(features(normalized))
-        ranked = None
-        if topics is not None and len(text) <= MAX_CHARS:
-            ranked = (topics.key, topics.rank_counts(counted)[:TOPICS])
-        return self._build(text, normalized, cased, self.model.rank_counts(counted), "builtin", ranked)
+        understood = self._build(text, normalized, cased, self.model.rank_counts(counted), "builtin")
+        if topics is None or len(text) > MAX_CHARS or is_emergency(understood.intent):
+            return understood
+        return replace(understood, topics=(topics.key, topics.rank_counts(counted)[:TOPICS]))
 
-    def _build(self, text: str, normalized: str, cased: str, ranking: Ranking, engine: str,
-               topics: tuple[str, Ranking] | None = None) -> Understanding:
+    def _build(self, text: str, normalized: str, cased: str, ranking: Ranking, engine: str) -> Understanding:
         hits = self.lexicon.match(normalized)
         places = self.gazetteer.find(normalized, cased)
         place_only = bool(places) and not hits and only_places(normalized, places)
@@ -167,7 +168,7 @@ class NLU:
             text=text, intent=intent, confidence=confidence, engine=engine,
             country=where.code if where else None, foreign=where.foreign if where else None,
             language=language_of(text), entities=entities, safety_net=raised, place_only=place_only,
-            ranking=ranking[:5], topics=topics,
+            ranking=ranking[:5],
         )
 
     async def _rank(self, normalized: str) -> tuple[Ranking, str]:

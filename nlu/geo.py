@@ -8,6 +8,7 @@ marked as not foreign: 12308 serves citizens in foreign countries.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -153,7 +154,7 @@ def _add(names: dict[str, tuple[str, str, str]], variant: str, code: str, kind: 
 
 @lru_cache(maxsize=1)
 def _cldr_names() -> dict[str, tuple[str, ...]]:
-    zh, hant, en = (Locale.parse(tag).territories for tag in ("zh", "zh_Hant", "en"))
+    zh, hant, en = (_territories(tag) for tag in ("zh", "zh_Hant", "en"))
     result: dict[str, tuple[str, ...]] = {}
     for code, name in en.items():
         if len(code) != 2 or not code.isalpha() or code in NOT_PLACES:
@@ -163,16 +164,22 @@ def _cldr_names() -> dict[str, tuple[str, ...]]:
     return result
 
 
+@lru_cache(maxsize=4)
+def _territories(locale: str) -> Mapping[str, str]:
+    """CLDR's territory names in ``locale`` (babel parses the locale again on every call; about 9 µs)."""
+    return Locale.parse(locale).territories
+
+
 def zh_name(code: str) -> str:
     """The country's Simplified Chinese name in official usage."""
-    return ZH_NAMES.get(code) or Locale.parse("zh").territories.get(code, code)
+    return ZH_NAMES.get(code) or _territories("zh").get(code, code)
 
 
 def en_name(code: str) -> str:
     """The country's English name."""
     if code in ("HK", "MO", "TW"):
         return {"HK": "Hong Kong, China", "MO": "Macao, China", "TW": "Taiwan, China"}[code]
-    return Locale.parse("en").territories.get(code, code)
+    return _territories("en").get(code, code)
 
 
 def locate(latitude: float, longitude: float) -> str | None:

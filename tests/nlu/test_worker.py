@@ -14,7 +14,7 @@ import pytest
 from knowledge.retrieval import Retriever
 from nlu.builtin import train
 from nlu.data import Example, load_examples
-from nlu.engine import NLU
+from nlu.engine import MAX_CHARS, NLU, is_emergency
 from nlu.worker import NLUWorker
 from tests.nlu.conftest import DATA
 
@@ -64,8 +64,10 @@ async def test_the_worker_ranks_knowledge_base_entries_exactly_as_the_matcher_do
     worker.set_topics(matcher.model)
     results = await asyncio.gather(*(worker.understand(t) for t in texts))
     assert all(r is not None for r in results)
-    ranked = [r for r in results if r is not None and r.topics is not None]
-    assert len(ranked) == len(texts) - 1  # all but the text too long to classify whole
+    # Ranked: every text but emergencies (they go to a playbook) and the text too long to classify whole.
+    expected_ranked = [r is not None and not is_emergency(r.intent) and len(r.text) <= MAX_CHARS for r in results]
+    assert [r is not None and r.topics is not None for r in results] == expected_ranked
+    assert 0 < sum(expected_ranked) < len(texts) - 1
     for text, understood in zip(texts, results):
         assert understood is not None
         expected = [(h.slug, h.score) for h in matcher.search(text, k=3)]
