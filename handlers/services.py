@@ -67,6 +67,7 @@ class Services:
         return {"nlu": f"ok ({engine}, model {self.nlu.model.key}{where})"}
 
     async def close(self) -> None:
+        await self.kb.close()
         if self.nlu.worker is not None:
             await self.nlu.worker.close()
         if self.http is not None:

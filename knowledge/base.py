@@ -2,15 +2,23 @@
 
 Every read checks one small row (``kb_state.generation``); when another process publishes, the
 next message here reloads, so a change reaches the very next message without a restart.
+
+The FAQ matcher is a trained model (about a second of CPU, more under load). A turn never waits for it:
+after a publish that changes what the matcher learns from (titles, questions), the new content is served at
+once and the previous matcher keeps choosing entries until the new one is trained in the background, a
+second or so later (``settled`` waits for that); entries it knows that are no longer published are never
+offered. Only a process's first load trains before it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,9 @@ SOVEREIGN = {
 # the right entry is among the three offered for 99 of 99).
 ANSWER_MIN = 0.30
 ANSWER_MARGIN = 1.5
+
+log = logging.getLogger(__name__)
+Documents = tuple[tuple[str, str], ...]  # what a matcher learns from: (slug, question or title) in order
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,8 @@ class Snapshot:
     retriever: Retriever
     playbooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    documents: Documents = ()  # what this generation's matcher learns from
+    stale_matcher: bool = False  # ``retriever`` is an earlier generation's while this one's is trained
 
     def live_alerts(self, code: str | None, now: datetime | None = None) -> list[dict[str, Any]]:
         """Published alerts for ``code`` in force now, most severe first (an expired one never shows,
@@ -78,7 +91,9 @@ class Snapshot:
 
     def match(self, question: str, understood: Understanding | None = None) -> Match:
         """The closest entries to ``question`` (``understood``: its NLU result, which may carry them already)."""
-        return Match(self.retriever.search(question, k=3, understood=understood))
+        hits = self.retriever.search(question, k=3, understood=understood)
+        # A matcher from an earlier generation (still training the new one) may know entries since withdrawn.
+        return Match([hit for hit in hits if (self.entries.get(hit.slug) or {}).get("kind") == "faq"])
 
     def country(self, code: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """Emergency numbers and missions for ``code``.
@@ -108,7 +123,8 @@ class KnowledgeBase:
         self.extra_questions = training_questions(data_dir)
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
-        self.on_snapshot: Callable[[Snapshot], None] | None = None  # told of each snapshot loaded
+        self._training: asyncio.Task[None] | None = None
+        self.on_snapshot: Callable[[Snapshot], None] | None = None  # told of each snapshot loaded or completed
 
     async def current(self, generation: int | None = None) -> Snapshot:
         """The snapshot for the database's current generation (reloaded when it changed).
@@ -123,9 +139,48 @@ class KnowledgeBase:
         async with self._lock:
             if self._snapshot is None or self._snapshot.generation != generation:
                 self._snapshot = await self._load(generation)
-                if self.on_snapshot is not None:
-                    self.on_snapshot(self._snapshot)
+                self._announce()
+                if self._snapshot.stale_matcher:
+                    self._train_in_background()
             return self._snapshot
+
+    async def settled(self) -> Snapshot:
+        """The current snapshot once its matcher is the one trained on its own entries (the console, tests)."""
+        snapshot = await self.current()
+        while self._training is not None and not self._training.done():
+            await asyncio.shield(self._training)
+            snapshot = await self.current()
+        return snapshot
+
+    def _announce(self) -> None:
+        if self.on_snapshot is not None and self._snapshot is not None:
+            self.on_snapshot(self._snapshot)
+
+    def _train_in_background(self) -> None:
+        if self._training is None or self._training.done():
+            self._training = asyncio.create_task(self._train_pending(), name="kb-matcher")
+
+    async def _train_pending(self) -> None:
+        """Train matchers until the current snapshot has its own (content published meanwhile is trained next)."""
+        while (snapshot := self._snapshot) is not None and snapshot.stale_matcher:
+            retriever = _matcher(snapshot.documents)
+            if retriever is None:
+                try:
+                    retriever = await asyncio.to_thread(Retriever, list(snapshot.documents))
+                except Exception:  # task top: the previous matcher stays in use until the next publish
+                    log.exception("knowledge-base matcher could not be trained; the previous one stays in use")
+                    return
+                _remember(snapshot.documents, retriever)
+            if self._snapshot is not None and self._snapshot.documents == snapshot.documents:
+                self._snapshot = replace(self._snapshot, retriever=retriever, stale_matcher=False)
+                self._announce()
+
+    async def close(self) -> None:
+        """Stop training in the background (the process is stopping; it would be thrown away)."""
+        if self._training is not None and not self._training.done():
+            self._training.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._training
 
     async def _generation(self) -> int:
         async with self.sessions() as session:
@@ -145,9 +200,15 @@ class KnowledgeBase:
                     .where(SafetyAlert.status == "published")):
                 if data:
                     alerts.setdefault(country, []).append({**data, "id": alert_id})
-        retriever = await asyncio.to_thread(retriever_for, tuple(self._documents(entries)))
+        documents = tuple(self._documents(entries))
+        retriever, stale = _matcher(documents), False
+        if retriever is None and self._snapshot is not None:
+            retriever, stale = self._snapshot.retriever, True  # meanwhile (see the module's docstring)
+        elif retriever is None:  # this process's first load: it serves nothing before it has a matcher
+            retriever = await asyncio.to_thread(Retriever, list(documents))
+            _remember(documents, retriever)
         playbooks = {str(d.get("intent")): d for d in entries.values() if d.get("kind") == "playbook"}
-        return Snapshot(generation, entries, directory, retriever, playbooks, alerts)
+        return Snapshot(generation, entries, directory, retriever, playbooks, alerts, documents, stale)
 
     def _documents(self, entries: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         docs: list[tuple[str, str]] = []
@@ -161,10 +222,24 @@ class KnowledgeBase:
         return docs
 
 
-@lru_cache(maxsize=4)
-def retriever_for(documents: tuple[tuple[str, str], ...]) -> Retriever:
-    """A trained matcher per distinct set of documents (about a second to train; shared in the process)."""
-    return Retriever(list(documents))
+# Trained matchers by what they learnt from, the most recently stored last; shared by the process's knowledge
+# bases (a generation that changed only the directory, alerts or answers reuses its matcher).
+_MATCHERS: OrderedDict[Documents, Retriever] = OrderedDict()
+MATCHERS_KEPT = 4
+
+
+def _matcher(documents: Documents) -> Retriever | None:
+    retriever = _MATCHERS.get(documents)
+    if retriever is not None:
+        _MATCHERS.move_to_end(documents)
+    return retriever
+
+
+def _remember(documents: Documents, retriever: Retriever) -> None:
+    _MATCHERS[documents] = retriever
+    _MATCHERS.move_to_end(documents)
+    while len(_MATCHERS) > MATCHERS_KEPT:
+        _MATCHERS.popitem(last=False)
 
 
 def training_questions(data_dir: Path) -> dict[str, list[str]]:

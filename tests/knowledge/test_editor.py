@@ -90,6 +90,7 @@ async def test_a_new_entry_is_a_draft_until_published_then_answers(bot: Running,
     assert status == 200 and entry["status"] == "published"
     snapshot = await bot.app[KB].current()
     assert snapshot.entries["pet_travel"]["answer"]["zh"].startswith("带宠物出境")
+    snapshot = await bot.app[KB].settled()  # the matcher learns the new questions in the background
     assert snapshot.match("带宠物出国要办什么手续").best == "pet_travel"
 
     status, _ = await call(bot, "DELETE", "/api/v1/faq/pet_travel", token)
