@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bot.api import ACCOUNTS
+from bot.app import BRAIN
 from tests.conftest import Running
 from tests.console.test_console_browser import SCREENSHOTS, browser, login  # noqa: F401  (fixture)
 from tests.fakes.wechat_server import text
@@ -54,6 +55,7 @@ async def test_ops_turn_a_group_into_question_variants(bot: Running, browser: An
     assert await page.locator("section.group", has_text=ASKED["landlord"][0]).count() == 0
     assert await page.locator("section.group", has_text=ASKED["luggage"][0]).count() == 1
 
+    await bot.app[BRAIN].services.kb.settled()  # the matcher learns the new variants in the background
     await bot.wechat.post(text("oNext", NEXT_ASKER))
     assert bot.rows("SELECT handler FROM messages WHERE text = ?", NEXT_ASKER) == [("faq:consular_scope",)]
 
