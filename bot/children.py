@@ -40,10 +40,15 @@ def begin_child() -> BinaryIO:
     return frames
 
 
-def send_frame(stream: BinaryIO, message: Any) -> None:
-    """A helper's frame to the server: the length, then the pickle."""
+def frame(message: Any) -> bytes:
+    """``message`` as a frame: the pickle's length, then the pickle."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(payload)) + payload)
+    return HEADER.pack(len(payload)) + payload
+
+
+def send_frame(stream: BinaryIO, message: Any) -> None:
+    """A helper's frame to the server."""
+    stream.write(frame(message))
     stream.flush()
 
 

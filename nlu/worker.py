@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bot.children import HEADER, Supervised, begin_child, send_frame
+from bot.children import HEADER, Supervised, begin_child, frame, send_frame
 from nlu.builtin import BuiltinModel
 from nlu.types import Understanding
 
@@ -117,8 +117,7 @@ class NLUWorker(Supervised):
 
     def _send(self, message: tuple[str, Any]) -> None:
         assert self.child is not None
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self.child.write(HEADER.pack(len(payload)) + payload)
+        self.child.write(frame(message))
 
     def _on_start(self) -> None:
         assert self.model is not None
