@@ -163,14 +163,11 @@ class KnowledgeBase:
     async def _train_pending(self) -> None:
         """Train matchers until the current snapshot has its own (content published meanwhile is trained next)."""
         while (snapshot := self._snapshot) is not None and snapshot.stale_matcher:
-            retriever = _matcher(snapshot.documents)
-            if retriever is None:
-                try:
-                    retriever = await asyncio.to_thread(Retriever, list(snapshot.documents))
-                except Exception:  # task top: the previous matcher stays in use until the next publish
-                    log.exception("knowledge-base matcher could not be trained; the previous one stays in use")
-                    return
-                _remember(snapshot.documents, retriever)
+            try:
+                retriever = _matcher(snapshot.documents) or await _train(snapshot.documents)
+            except Exception:  # task top: the previous matcher stays in use until the next publish
+                log.exception("knowledge-base matcher could not be trained; the previous one stays in use")
+                return
             if self._snapshot is not None and self._snapshot.documents == snapshot.documents:
                 self._snapshot = replace(self._snapshot, retriever=retriever, stale_matcher=False)
                 self._announce()
@@ -205,8 +202,7 @@ class KnowledgeBase:
         if retriever is None and self._snapshot is not None:
             retriever, stale = self._snapshot.retriever, True  # meanwhile (see the module's docstring)
         elif retriever is None:  # this process's first load: it serves nothing before it has a matcher
-            retriever = await asyncio.to_thread(Retriever, list(documents))
-            _remember(documents, retriever)
+            retriever = await _train(documents)
         playbooks = {str(d.get("intent")): d for d in entries.values() if d.get("kind") == "playbook"}
         return Snapshot(generation, entries, directory, retriever, playbooks, alerts, documents, stale)
 
@@ -235,11 +231,14 @@ def _matcher(documents: Documents) -> Retriever | None:
     return retriever
 
 
-def _remember(documents: Documents, retriever: Retriever) -> None:
+async def _train(documents: Documents) -> Retriever:
+    """A matcher trained on ``documents`` (in a thread), kept for the next generation that has the same."""
+    retriever = await asyncio.to_thread(Retriever, list(documents))
     _MATCHERS[documents] = retriever
     _MATCHERS.move_to_end(documents)
     while len(_MATCHERS) > MATCHERS_KEPT:
         _MATCHERS.popitem(last=False)
+    return retriever
 
 
 def training_questions(data_dir: Path) -> dict[str, list[str]]:
