@@ -56,7 +56,6 @@ class Gazetteer:
                                   + r")(?![A-Za-z])") if self.upper else None)
         self.cjk = {k: v for k, v in names.items() if _CJK.search(k)}
         self.latin = {k: v for k, v in names.items() if not _CJK.search(k)}
-        self.max_cjk = max((len(k) for k in self.cjk), default=1)
         # The lengths of the names that start with each character, longest first: most characters start none.
         starts: dict[str, set[int]] = {}
         for name in self.cjk:

@@ -173,7 +173,7 @@ def _longest_first_scan(gazetteer: Gazetteer, text: str) -> list[tuple[str, int,
         if not re.match(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", text[i]):
             i += 1
             continue
-        for length in range(min(gazetteer.max_cjk, len(text) - i), 1, -1):
+        for length in range(min(max(map(len, gazetteer.cjk)), len(text) - i), 1, -1):
             if text[i:i + length] in gazetteer.cjk:
                 found.append((text[i:i + length], i, i + length))
                 i += length
