@@ -4,14 +4,10 @@ the new matcher takes over when it is trained."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.settings import REPO_ROOT
-from bot.storage.db import make_engine, make_sessionmaker, migrate
 from knowledge import seed
 from knowledge.base import KnowledgeBase, Snapshot
 from knowledge.editor import Editor
@@ -25,15 +21,9 @@ PET = {"slug": "pet_travel", "kind": "faq", "title": {"zh": "携带宠物出境"
 PET_QUESTION = "带宠物出国要办什么手续"
 
 
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}"
-    await migrate(url)
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
+@pytest.fixture(autouse=True)
+async def seeded(sessions: async_sessionmaker[AsyncSession]) -> None:
     await seed.apply(sessions, seed.read(DATA))
-    yield sessions
-    await engine.dispose()
 
 
 async def test_new_content_is_served_at_once_and_the_new_matcher_takes_over_once_trained(

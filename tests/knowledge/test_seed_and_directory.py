@@ -6,16 +6,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.settings import REPO_ROOT
-from bot.storage.db import make_engine, make_sessionmaker, migrate
 from knowledge import seed
 from knowledge.base import KnowledgeBase
 from knowledge.models import KBEntry, KBVersion
@@ -63,15 +60,6 @@ def test_a_wrong_emergency_number_is_caught() -> None:
                                "emergency_numbers.yml")
     assert [(p.entry, p.field) for p in problems] == [("FR", "police")]
     assert "not an emergency number" in problems[0].reason
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}"
-    await migrate(url)
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def test_seeding_is_idempotent(sessions: async_sessionmaker[AsyncSession]) -> None:
