@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections.abc import Callable
@@ -30,9 +31,12 @@ HELPER_NICE = 10
 
 
 def begin_child() -> BinaryIO:
-    """Set up a helper process as it starts: warnings on stderr, a lower priority (see HELPER_NICE), and stdout
-    kept for frames alone (a stray print must never corrupt one). Returns the stream its frames go to."""
+    """Set up a helper process as it starts: warnings on stderr, a lower priority (see HELPER_NICE), Ctrl-C left
+    to the server (a terminal sends it to every process of the group; the server stops its helpers in order,
+    by closing their pipes), and stdout kept for frames alone (a stray print must never corrupt one). Returns
+    the stream its frames go to."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):  # not permitted here: run at equal priority
         os.nice(HELPER_NICE)
     frames = sys.stdout.buffer

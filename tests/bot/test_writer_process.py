@@ -41,6 +41,10 @@ async def test_units_commit_together_and_fail_alone(runner: ProcessRunner) -> No
     assert pid != os.getpid(), "units ran in the writer process"
     # …which yields the CPU to the server (bot/children.HELPER_NICE).
     assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + HELPER_NICE)
+    # Ctrl-C in a terminal reaches every process of its group: the writer leaves stopping to the server.
+    os.kill(pid, signal.SIGINT)
+    await asyncio.sleep(0.3)
+    assert await runner.run(units.writer_pid) == pid and runner.restarts == 0
 
 
 async def test_what_cannot_cross_the_pipe_fails_clearly_and_writes_nothing(runner: ProcessRunner) -> None:
