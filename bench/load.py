@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from webhook import AES_KEY, APP_ID, TOKEN, cpu_seconds, servers  # noqa: E402
+from webhook import AES_KEY, APP_ID, TOKEN, cpu_seconds, run, servers  # noqa: E402
 
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
@@ -144,4 +144,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main())
