@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -88,10 +88,17 @@ class Conversation(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# A user's inbound messages not answered yet: each new message looks for earlier ones (to answer them first), and
+# the partial index makes that proportional to the few open ones, not to the user's whole history.
+OPEN_INBOUND = text("direction = 'in' AND status = 'received'")
+
+
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_user_created", "user_id", "id"),
-                      Index("ix_messages_status_lease", "status", "lease_until"))
+                      Index("ix_messages_status_lease", "status", "lease_until"),
+                      Index("ix_messages_open_inbound", "user_id", "id", sqlite_where=OPEN_INBOUND,
+                            postgresql_where=OPEN_INBOUND))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

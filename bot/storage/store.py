@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bot.storage.models import Conversation, Escalation, Instance, Message, OutboxItem, User, UTCDateTime, utcnow
+from bot.storage.models import (OPEN_INBOUND, Conversation, Escalation, Instance, Message, OutboxItem, User,
+                                UTCDateTime, utcnow)
 from bot.storage.runner import Runner
 from bot.storage.statements import execute, run_insert, run_update, select_where
 from bot.wechat.messages import Inbound
@@ -288,8 +289,8 @@ OUTBOX: Table = OutboxItem.__table__  # type: ignore[assignment]
 
 EARLIER_UNANSWERED = (
     select(Message.id, Message.lease_until, Message.lease_owner)
-    .where(Message.user_id == bindparam("user_id"), Message.id < bindparam("message_id"), Message.direction == "in",
-           Message.status == "received", Message.created_at > bindparam("since", type_=UTCDateTime))
+    .where(Message.user_id == bindparam("user_id"), Message.id < bindparam("message_id"), OPEN_INBOUND,
+           Message.created_at > bindparam("since", type_=UTCDateTime))  # OPEN_INBOUND as written: its index
     .order_by(Message.id)
 )
 ALIVE = select(Instance.id).where(Instance.heartbeat_at > bindparam("since", type_=UTCDateTime))
