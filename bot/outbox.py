@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
-from bot.storage.models import OutboxItem, User, UTCDateTime, utcnow
+from bot.storage.models import BACKLOG, OutboxItem, User, UTCDateTime, utcnow
 from bot.storage.runner import Runner
 from bot.storage.statements import execute, run_update
 from bot.storage.store import OUTBOX, due_filter
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 SEND_LEASE = timedelta(seconds=30)
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = 300.0
+EMPTY_PAUSE = 0.05  # seconds between rounds that found nothing due
 
 
 def backoff(attempt: int) -> float:
@@ -43,9 +44,11 @@ class Claimed:
     refused: int | None = None
 
 
-HEADS = (select(OutboxItem.id, OutboxItem.user_id, OutboxItem.status, OutboxItem.next_attempt_at,
-                OutboxItem.lease_until).where(OutboxItem.status.in_(("pending", "sending")))
-         .order_by(OutboxItem.id).limit(500))
+CLAIM_BATCH = 100  # rows taken per round at most (one per user)
+# Each user's oldest row in the backlog, found from the backlog's own index (BACKLOG as written there).
+_HEADS = select(func.min(OutboxItem.id).label("id")).where(BACKLOG).group_by(OutboxItem.user_id).subquery("heads")
+DUE_HEADS = (select(OutboxItem.id).join(_HEADS, _HEADS.c.id == OutboxItem.id)
+             .where(due_filter(bindparam("now", type_=UTCDateTime))).order_by(OutboxItem.id).limit(CLAIM_BATCH))
 TAKE = (update(OutboxItem).where(OutboxItem.id == bindparam("_id"), due_filter(bindparam("now", type_=UTCDateTime)))
         .values(status="sending", lease_until=bindparam("lease"), attempts=OutboxItem.attempts + 1))
 TAKEN = select(OutboxItem.id, OutboxItem.user_id, OutboxItem.openid, OutboxItem.payload, OutboxItem.attempts).where(
@@ -57,21 +60,11 @@ WINDOW = select(User.cs_window_until).where(User.id == bindparam("_id"))
 
 
 def _claim_due(conn: Connection) -> list[Claimed]:
-    """Take the oldest due row of each user (keeps each user's messages in order) and reserve its quota."""
+    """Take the oldest row of each user whose turn it is (a user's rows go in order: a row waiting for a retry
+    holds back the user's later ones, nobody else's), oldest first, and reserve each one's quota."""
     now = utcnow()
-    heads: dict[int, int] = {}
-    blocked: set[int] = set()
-    for row in execute(conn, HEADS):
-        if row.user_id in heads or row.user_id in blocked:
-            continue
-        due = (row.status == "pending" and row.next_attempt_at <= now) or (
-            row.status == "sending" and row.lease_until is not None and row.lease_until < now)
-        if due:
-            heads[row.user_id] = row.id
-        else:
-            blocked.add(row.user_id)
     claimed = []
-    for row_id in heads.values():
+    for row_id in execute(conn, DUE_HEADS, {"now": now}).scalars():
         if not execute(conn, TAKE, {"_id": row_id, "now": now, "lease": now + SEND_LEASE}).rowcount:
             continue  # another process took it
         row = execute(conn, TAKEN, {"_id": row_id}).one()
@@ -120,6 +113,10 @@ class Outbox:
                 log.exception("outbox round failed")
                 sent = 0
             if sent == 0 and not self._stopping:
+                # Every turn with replies for the outbox wakes it; after a round that found nothing to send (all
+                # waiting for a retry, say, while WeChat's API is down) the next one waits a moment, so those wakes
+                # cost one look at the backlog per pause instead of one per message.
+                await asyncio.sleep(EMPTY_PAUSE)
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.poll)
                 except asyncio.TimeoutError:

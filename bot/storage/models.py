@@ -122,9 +122,15 @@ class Message(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+# Outbox rows not sent or failed yet. Each user's oldest is the one to send next (in order per user); the partial
+# index finds those heads from the backlog alone, however many rows were sent before.
+BACKLOG = text("status IN ('pending', 'sending')")
+
+
 class OutboxItem(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_status_due", "status", "next_attempt_at"),
+                      Index("ix_outbox_backlog", "user_id", "id", sqlite_where=BACKLOG, postgresql_where=BACKLOG))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

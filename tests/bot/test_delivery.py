@@ -13,6 +13,7 @@ from bot.settings import Settings
 from handlers.base import Outcome, Turn
 from handlers.router import Brain
 from handlers.services import Services
+from tests import databases
 from tests.conftest import Running, StartBot
 from tests.fakes.wechat_api import FakeWeChatAPI
 from tests.fakes.wechat_server import text
@@ -154,6 +155,26 @@ async def test_pending_outbox_rows_are_sent_after_restart(start_bot: StartBot, s
     await fake_api.wait_for_sent(1, timeout=10)
     assert fake_api.texts_for("oRestart") == ["重启后送达"]
     assert (await wait_outbox_final(second))[0] == "sent"
+
+
+async def test_other_peoples_retries_never_hold_back_a_new_message(bot: Running, fake_api: FakeWeChatAPI) -> None:
+    """After an outage of WeChat's API many people's messages wait for a retry; each person's later messages wait
+    behind their own, never behind anyone else's (there were once 500 such rows enough to hide every newer one)."""
+    waiting = 600
+    databases.execute(bot.settings.database_url, f"""
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {waiting})
+        INSERT INTO users (openid, first_seen, last_seen, subscribed, language, cs_quota_left)
+        SELECT 'oWait' || i, '2026-01-01 00:00:00', '2026-01-01 00:00:00', TRUE, 'zh', 5 FROM n""")
+    databases.execute(bot.settings.database_url, """
+        INSERT INTO outbox (user_id, openid, payload, status, attempts, next_attempt_at, created_at)
+        SELECT id, openid, '{"msgtype": "text", "text": {"content": "retry later"}}', 'pending', 3,
+               '2099-01-01 00:00:00', '2026-01-01 00:00:00' FROM users WHERE openid LIKE 'oWait%' ORDER BY id""")
+    assert bot.count("outbox", "status = 'pending'") == waiting
+    await bot.wechat.post(text("oFresh", "你好"))
+    await enqueue(bot, "oFresh", "值班人员：我们收到了")
+    await fake_api.wait_for_sent(1, timeout=5)
+    assert fake_api.texts_for("oFresh") == ["值班人员：我们收到了"]
+    assert bot.count("outbox", "status = 'pending'") == waiting, "nobody else's retry was sent early"
 
 
 async def enqueue(bot: Running, openid: str, message: str) -> int:
