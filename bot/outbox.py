@@ -45,6 +45,7 @@ class Claimed:
 
 
 CLAIM_BATCH = 100  # rows taken per round at most (one per user)
+MAX_IN_FLIGHT = 100  # sends at a time
 # Each user's oldest row in the backlog, found from the backlog's own index (BACKLOG as written there).
 _HEADS = select(func.min(OutboxItem.id).label("id")).where(BACKLOG).group_by(OutboxItem.user_id).subquery("heads")
 DUE_HEADS = (select(OutboxItem.id).join(_HEADS, _HEADS.c.id == OutboxItem.id)
@@ -59,12 +60,12 @@ RESERVE = (update(User).where(User.id == bindparam("_id"), User.cs_window_until 
 WINDOW = select(User.cs_window_until).where(User.id == bindparam("_id"))
 
 
-def _claim_due(conn: Connection) -> list[Claimed]:
+def _claim_due(limit: int, conn: Connection) -> list[Claimed]:
     """Take the oldest row of each user whose turn it is (a user's rows go in order: a row waiting for a retry
     holds back the user's later ones, nobody else's), oldest first, and reserve each one's quota."""
     now = utcnow()
     claimed = []
-    for row_id in execute(conn, DUE_HEADS, {"now": now}).scalars():
+    for (row_id,) in execute(conn, DUE_HEADS, {"now": now}).all()[:limit]:
         if not execute(conn, TAKE, {"_id": row_id, "now": now, "lease": now + SEND_LEASE}).rowcount:
             continue  # another process took it
         row = execute(conn, TAKEN, {"_id": row_id}).one()
@@ -92,43 +93,61 @@ class Outbox:
         self.on_result = on_result
         self._wake = asyncio.Event()
         self._stopping = False
+        self._sending: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
         self._wake.set()
 
     def stop(self) -> None:
-        """Finish the current round, then return from ``run`` (no query is cut off mid-way)."""
+        """Claim nothing more; ``run`` returns once the sends in flight are done (no query is cut off mid-way)."""
         self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
-        """Drain until stopped; errors in one round are logged and the loop goes on."""
-        while not self._stopping:
-            try:
-                sent = await self.drain_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # loop top: a database hiccup must not stop delivery for good
-                log.exception("outbox round failed")
-                sent = 0
-            if sent == 0 and not self._stopping:
-                # Every turn with replies for the outbox wakes it; after a round that found nothing to send (all
-                # waiting for a retry, say, while WeChat's API is down) the next one waits a moment, so those wakes
-                # cost one look at the backlog per pause instead of one per message.
-                await asyncio.sleep(EMPTY_PAUSE)
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll)
-                except asyncio.TimeoutError:
-                    pass
-                self._wake.clear()
+        """Claim and send until stopped; errors in one round are logged and the loop goes on.
 
-    async def drain_once(self) -> int:
-        """Send what is due now; returns how many rows were attempted."""
-        claimed = await self.runner.run(_claim_due)
-        if claimed:
-            await asyncio.gather(*(self._deliver(item) for item in claimed))
+        Sends run side by side, at most MAX_IN_FLIGHT, and the next round does not wait for a round's slowest
+        answer from WeChat: a slow one holds back only its own person's later messages (theirs stay in order,
+        since a person's next row is claimed only once the one before it is finished)."""
+        try:
+            while not self._stopping:
+                room = MAX_IN_FLIGHT - len(self._sending)
+                claimed = 0
+                if room > 0:
+                    try:
+                        claimed = self._start(await self.runner.run(partial(_claim_due, min(room, CLAIM_BATCH))))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # loop top: a database hiccup must not stop delivery for good
+                        log.exception("outbox round failed")
+                if claimed == 0 and not self._stopping:
+                    # Every turn with replies for the outbox wakes it, and so does every finished send; after a
+                    # round that took nothing (all waiting for a retry, say, while WeChat's API is down) the next
+                    # one waits a moment, so those wakes cost one look at the backlog per pause, not one each.
+                    await asyncio.sleep(EMPTY_PAUSE)
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll)
+                    except asyncio.TimeoutError:
+                        pass
+                    self._wake.clear()
+        finally:
+            if self._sending:
+                await asyncio.wait(set(self._sending))
+
+    def _start(self, claimed: list[Claimed]) -> int:
+        for item in claimed:
+            task = asyncio.create_task(self._deliver(item), name=f"outbox-{item.id}")
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
         return len(claimed)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._wake.set()  # room for another send, and the person's next row may be due now
+        if not task.cancelled() and task.exception() is not None:
+            # The row stays leased to this process; once the lease runs out it is sent again.
+            log.error("outbox send failed", exc_info=task.exception())
 
     async def _deliver(self, item: Claimed) -> None:
         if item.refused is not None:

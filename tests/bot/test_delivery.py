@@ -177,6 +177,26 @@ async def test_other_peoples_retries_never_hold_back_a_new_message(bot: Running,
     assert bot.count("outbox", "status = 'pending'") == waiting, "nobody else's retry was sent early"
 
 
+async def test_a_slow_answer_from_wechat_holds_back_nobody_else(bot: Running, fake_api: FakeWeChatAPI) -> None:
+    """WeChat takes 3 s to answer one send: other people's messages go meanwhile, that person's next one after it."""
+    await bot.wechat.post(text("oSlow", "你好"))
+    await bot.wechat.post(text("oQuick", "你好"))
+    fake_api.delay_by_openid["oSlow"] = 3.0
+    await enqueue(bot, "oSlow", "第一条")
+    await enqueue(bot, "oSlow", "第二条")
+    await asyncio.sleep(0.2)  # the slow send is under way
+    await enqueue(bot, "oQuick", "很快送达")
+    await fake_api.wait_for_sent(1, timeout=1.5)
+    assert [s.openid for s in fake_api.sent] == ["oQuick"]
+    await fake_api.wait_for_sent(3, timeout=10)
+    assert fake_api.texts_for("oSlow") == ["第一条", "第二条"]
+    for _ in range(100):
+        if bot.count("outbox", "status = 'sent'") == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert bot.rows("SELECT status, attempts FROM outbox ORDER BY id") == [("sent", 1)] * 3
+
+
 async def enqueue(bot: Running, openid: str, message: str) -> int:
     from bot.app import OUTBOX, STORE
 

@@ -39,6 +39,7 @@ class FakeWeChatAPI:
     send_errors: list[dict[str, Any]] = field(default_factory=list)
     errors_by_openid: dict[str, dict[str, Any]] = field(default_factory=dict)
     delay: float = 0.0
+    delay_by_openid: dict[str, float] = field(default_factory=dict)  # seconds before answering a send to them
     expires_in: int = 7200
     always_invalid: bool = False
     http_status: int = 200
@@ -117,6 +118,8 @@ class FakeWeChatAPI:
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
         body = json.loads(await request.read())
         openid = str(body.get("touser"))
+        if openid in self.delay_by_openid:
+            await asyncio.sleep(self.delay_by_openid[openid])
         if openid in self.errors_by_openid:
             return web.json_response(self.errors_by_openid[openid])
         if self.send_errors:
