@@ -9,10 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from bot.accounts import Accounts, Principal
-from bot.queue import Queue, QueueError
+from bot.queue import TRANSCRIPT_LIMIT, Queue, QueueError
 from bot.settings import Settings
 
 QUEUE_ROLES = ("officer", "supervisor", "admin")
+MAX_PAGE = 1000  # messages in one page of a transcript
 ACCOUNTS = web.AppKey("accounts", Accounts)
 QUEUE = web.AppKey("queue", Queue)
 SETTINGS = web.AppKey("settings", Settings)
@@ -54,6 +55,20 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise QueueError("the body must be a JSON object", 400)
     return data
+
+
+def _query_int(request: web.Request, name: str, low: int, high: int | None) -> int | None:
+    """An optional whole-number query parameter within [low, high]."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise QueueError(f"{name}: a whole number", 400) from None
+    if value < low or (high is not None and value > high):
+        raise QueueError(f"{name}: from {low}" + (f" to {high}" if high is not None else ""), 400)
+    return value
 
 
 def _id(request: web.Request) -> int:
@@ -103,7 +118,10 @@ async def post_message(request: web.Request, who: Principal) -> web.StreamRespon
 
 @requires(*QUEUE_ROLES)
 async def get_messages(request: web.Request, who: Principal) -> web.StreamResponse:
-    return web.json_response({"items": await request.app[QUEUE].transcript(_id(request), who)})
+    before = _query_int(request, "before", 1, None)
+    limit = _query_int(request, "limit", 1, MAX_PAGE) or TRANSCRIPT_LIMIT
+    page = await request.app[QUEUE].transcript(_id(request), who, before=before, limit=limit)
+    return web.json_response({"items": page.items, "more": page.more})
 
 
 @requires(*QUEUE_ROLES)
@@ -168,7 +186,13 @@ OPENAPI: dict[str, Any] = {
             "post": {**_op("Send a message to the citizen (through the outbox)", created=True, body={
                 "type": "object", "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 2000}}}),
                 "parameters": _ID},
-            "get": {**_op("The conversation, with each outgoing message's delivery state"), "parameters": _ID}},
+            "get": {**_op("The conversation's latest messages, oldest first, with each outgoing message's delivery "
+                          "state; `more` says whether earlier ones exist (ask again with `before` = the first id)"),
+                    "parameters": _ID + [
+                        {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                         "description": "only messages with a smaller id"},
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": TRANSCRIPT_LIMIT}}]}},
         "/api/v1/escalations/{id}/notes": {"post": {**_op("Add an internal note", created=True, body={
             "type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}), "parameters": _ID}},
     },

@@ -22,6 +22,7 @@ from bot.storage.staff import AuditEntry, CaseNote, Staff
 from bot.wechat.api import ERROR_TEXT
 
 OPEN = ("waiting", "assigned")
+TRANSCRIPT_LIMIT = 200  # messages shown of a conversation; earlier ones are paged back to through the API
 CLAIMED_TEXT_ZH = "值班人员已接手您的求助，请直接在这里和我们沟通。"
 SLA_P1_TEXT_ZH = ("值班人员正在赶来，请立即拨打12308热线：+86-10-12308 或 +86-10-65612308，接通后按0再按9直接找人工；"
                   "有危险请先拨打当地报警电话。")
@@ -160,17 +161,23 @@ class Queue:
             session.add(CaseNote(escalation_id=esc.id, author=who.name, text=text.strip()[:4000]))
             await audit(session, who.name, "note", f"escalation:{esc.id}")
 
-    async def transcript(self, escalation_id: int, who: Principal) -> list[dict[str, Any]]:
-        """The conversation's messages with each outgoing message's delivery state."""
+    async def transcript(self, escalation_id: int, who: Principal, *, before: int | None = None,
+                         limit: int = TRANSCRIPT_LIMIT, audit_view: bool = True) -> Transcript:
+        """The conversation's latest ``limit`` messages (those before message ``before``, to page back), oldest
+        first, with each outgoing message's delivery state. ``audit_view``: record the view (the console's refresh
+        of a case page already open does not; opening the page did)."""
         async with self.sessions.begin() as session:
             esc = await self._get(session, escalation_id)
-            rows = await session.execute(
-                select(Message, OutboxItem.status, OutboxItem.error_code, OutboxItem.error)
-                .outerjoin(OutboxItem, OutboxItem.message_id == Message.id)
-                .where(Message.user_id == esc.user_id).order_by(Message.id))
-            items = [_message(m, status, code, error) for m, status, code, error in rows]
-            await audit(session, who.name, "view", f"escalation:{esc.id}")
-            return items
+            query = (select(Message, OutboxItem.status, OutboxItem.error_code, OutboxItem.error)
+                     .outerjoin(OutboxItem, OutboxItem.message_id == Message.id)
+                     .where(Message.user_id == esc.user_id).order_by(Message.id.desc()).limit(limit + 1))
+            if before is not None:
+                query = query.where(Message.id < before)
+            rows = (await session.execute(query)).all()
+            items = [_message(m, status, code, error) for m, status, code, error in reversed(rows[:limit])]
+            if audit_view:
+                await audit(session, who.name, "view", f"escalation:{esc.id}")
+            return Transcript(items, more=len(rows) > limit)
 
     async def position(self, conversation_id: int, priority: int) -> Position:
         """Open cases ahead of this conversation's (or of a new case of ``priority``), and a rough wait."""
@@ -295,6 +302,14 @@ def _item(esc: Escalation, openid: str) -> dict[str, Any]:
             "closed_at": _iso(esc.closed_at), "sla_due_at": _iso(esc.sla_due_at), "case": esc.case or {},
             "breached_at": _iso(esc.breached_at),
             "rating": esc.rating}
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A page of a conversation, oldest first, and whether earlier messages exist."""
+
+    items: list[dict[str, Any]]
+    more: bool
 
 
 def _message(m: Message, status: str | None, code: int | None, error: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from html import escape
 from typing import Any
 
 from bot.accounts import Principal
+from bot.queue import Transcript
 from bot.storage.models import utcnow
 
 PRIORITY = {1: "P1 危及生命", 2: "P2 紧急", 3: "P3 人工咨询"}
@@ -111,7 +112,7 @@ def waited(created: str | None) -> str:
     return f"{seconds // 3600}小时{seconds % 3600 // 60}分"
 
 
-def case_page(who: Principal, csrf: str, item: dict[str, Any], transcript: list[dict[str, Any]],
+def case_page(who: Principal, csrf: str, item: dict[str, Any], transcript: Transcript,
               window: dict[str, Any], notes: list[dict[str, Any]], colleagues: list[str]) -> str:
     case = item.get("case") or {}
     eid = int(item["id"])
@@ -158,9 +159,10 @@ def _button(eid: int, action: str, label: str, csrf: str) -> str:
             f'<button type="submit">{label}</button></form>')
 
 
-def transcript_html(messages: list[dict[str, Any]]) -> str:
-    out = []
-    for m in messages:
+def transcript_html(transcript: Transcript) -> str:
+    out = [f'<p class="muted earlier">只显示最近 {len(transcript.items)} 条消息（更早的可通过 API 翻看）</p>'] \
+        if transcript.more else []
+    for m in transcript.items:
         who = {"user": "求助人", "officer": f'值班人员 {m.get("author") or ""}', "bot": "领保助手"}[m["sender"]]
         state = ""
         if m.get("delivery") == "failed":

@@ -80,6 +80,34 @@ async def test_queue_order_claim_reply_close_and_rating(bot: Running, fake_api: 
     assert {"claim", "reply", "view", "close"} <= actions
 
 
+async def test_a_long_conversation_is_paged_back_from_the_latest(bot: Running) -> None:
+    token = await staff(bot, "paula", "officer")
+    await bot.wechat.post(text("oLong", "转人工"))  # the case; the bot answers
+    said = [f"第{i}条" for i in range(1, 6)]
+    for line in said:
+        await bot.wechat.post(text("oLong", line))
+    case = (await api(bot, "GET", "/api/v1/escalations", token))[1]["items"][0]["id"]
+    everything = bot.rows("SELECT id FROM messages ORDER BY id")
+
+    status, page = await api(bot, "GET", f"/api/v1/escalations/{case}/messages?limit=3", token)
+    assert status == 200 and page["more"] is True
+    assert [m["id"] for m in page["items"]] == [row[0] for row in everything[-3:]], "the latest three, oldest first"
+    seen = page["items"]
+    while page["more"]:
+        status, page = await api(bot, "GET", f"/api/v1/escalations/{case}/messages?limit=3&before={seen[0]['id']}",
+                                 token)
+        assert status == 200
+        seen = page["items"] + seen
+    assert [m["id"] for m in seen] == [row[0] for row in everything], "paging back gives each message once"
+    assert [m["text"] for m in seen if m["sender"] == "user"] == ["转人工", *said]
+    status, whole = await api(bot, "GET", f"/api/v1/escalations/{case}/messages", token)
+    assert whole["more"] is False and len(whole["items"]) == len(everything)
+
+    for query in ("limit=0", "limit=1001", "limit=ten", "before=0", "before=-3", "before=1.5"):
+        status, body = await api(bot, "GET", f"/api/v1/escalations/{case}/messages?{query}", token)
+        assert status == 400 and body["error"], query
+
+
 async def test_45015_is_shown_in_plain_words(bot: Running, fake_api: FakeWeChatAPI) -> None:
     token = await staff(bot, "bob", "officer")
     await bot.wechat.post(text("oLate", "转人工"))

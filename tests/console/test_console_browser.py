@@ -73,6 +73,9 @@ async def test_live_p1_claim_reply_delivered_close(bot: Running, browser: Any, f
     transcript = await page.locator("#transcript").inner_text()
     assert "<script>alert(1)</script>" in transcript, "user text shown as text"
     assert await page.locator("#transcript script").count() == 0
+    # The person writes again while the officer has the case open: it shows up without a reload.
+    await bot.wechat.post(text("oBrowser", "我现在安全了，在警察局"))
+    await page.locator("#transcript .msg.user", has_text="我现在安全了").wait_for(timeout=10000)
     if SCREENSHOTS:
         await page.screenshot(path=str(SCREENSHOTS / "console-case.png"))
 

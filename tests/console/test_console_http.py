@@ -8,6 +8,8 @@ import aiohttp
 import pytest
 
 from bot.api import ACCOUNTS
+from bot.console.views import transcript_html
+from bot.queue import Transcript
 from tests.conftest import Running
 from tests.fakes.wechat_server import text
 
@@ -123,7 +125,25 @@ async def test_user_text_is_escaped_in_queue_transcript_and_reports(bot: Running
                      "/console/team"):
             async with session.get(f"{bot.wechat.base}{path}") as r:
                 body = await r.text()
+            assert r.status == 200, path
             assert "<img src=x" not in body, path
+            if "case" in path:
+                assert "&lt;img src=x onerror=alert(1)&gt;" in body, path
+
+
+async def test_the_open_case_page_refreshes_its_transcript_without_auditing_each_refresh(bot: Running) -> None:
+    await bot.wechat.post(text("oLive", "转人工"))
+    session, _ = await signed_in(bot, "vera", "officer")
+    async with session:
+        async with session.get(f"{bot.wechat.base}/console/case/1") as r:
+            assert r.status == 200 and "转人工" in await r.text()
+        await bot.wechat.post(text("oLive", "我的护照被偷了"))
+        for _ in range(3):
+            async with session.get(f"{bot.wechat.base}/console/case/1/transcript") as r:
+                body = await r.text()
+            assert r.status == 200 and "我的护照被偷了" in body and "转人工" in body
+    assert bot.rows("SELECT action, target FROM audit_log WHERE actor='vera' AND action='view'") == [
+        ("view", "escalation:1")], "opening the case is audited once, its refreshes are not"
 
 
 async def test_reports_show_charts(bot: Running) -> None:
@@ -133,3 +153,11 @@ async def test_reports_show_charts(bot: Running) -> None:
         async with session.get(f"{bot.wechat.base}/console/reports") as r:
             body = await r.text()
     assert r.status == 200 and "<svg" in body and "greet" in body
+
+
+def test_a_transcript_cut_at_its_latest_messages_says_so() -> None:
+    message = {"id": 9, "sender": "user", "author": None, "text": "最后一条", "type": "text",
+               "created_at": "2026-11-28T10:00:00+00:00", "delivery": None, "error": None, "error_code": None}
+    cut = transcript_html(Transcript([message], more=True))
+    assert "只显示最近 1 条消息" in cut and "最后一条" in cut
+    assert "只显示最近" not in transcript_html(Transcript([message], more=False))
