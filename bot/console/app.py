@@ -154,12 +154,18 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
 
 @requires(*QUEUE_ROLES)
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the open queue whenever it changes (read from the database, so every process sees it)."""
+    """Server-sent events: the open queue whenever it changes (read from the database, so every process sees it),
+    for as long as the session lasts: signed out, expired or revoked, the stream ends (the browser's reconnection
+    is then refused, and the page says it no longer updates)."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
     await response.prepare(request)
     last = ""
+    token = request.cookies.get(COOKIE, "")
     try:
         while True:
+            session = await _accounts(request).by_session(token)
+            if session is None or session[0].role not in QUEUE_ROLES:
+                break
             items = await _queue(request).open_cases()
             payload = json.dumps({"items": items, "rows": views.queue_rows(items)}, ensure_ascii=False)
             if payload != last:

@@ -30,6 +30,11 @@ def h(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
+# Shown by console.js while a live part of the page (the queue's event stream, a case's transcript) cannot update.
+STALE = ('<div id="stale" class="stale" hidden role="alert">实时更新已中断，正在重连…'
+         '如果一直不恢复，请刷新页面（可能需要重新登录）。</div>')
+
+
 def page(title: str, body: str, who: Principal | None, csrf: str = "", active: str = "") -> str:
     nav = ""
     if who is not None:
@@ -52,7 +57,7 @@ def page(title: str, body: str, who: Principal | None, csrf: str = "", active: s
     return (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{h(title)} · 领保值班台</title>'
             f'<link rel="stylesheet" href="/console/static/console.css"></head>'
-            f'<body data-csrf="{h(csrf)}"><header><b>领保值班台</b>{nav}</header><main>{body}</main>'
+            f'<body data-csrf="{h(csrf)}"><header><b>领保值班台</b>{nav}</header><main>{STALE}{body}</main>'
             f'<script src="/console/static/console.js"></script></body></html>')
 
 

@@ -76,6 +76,14 @@ async def test_live_p1_claim_reply_delivered_close(bot: Running, browser: Any, f
     # The person writes again while the officer has the case open: it shows up without a reload.
     await bot.wechat.post(text("oBrowser", "我现在安全了，在警察局"))
     await page.locator("#transcript .msg.user", has_text="我现在安全了").wait_for(timeout=10000)
+    assert await page.locator("#stale").is_hidden()
+    # The session ends (it expired, say): the page says it no longer updates rather than going quiet, and
+    # says nothing once it updates again.
+    cookies = await page.context.cookies()
+    await page.context.clear_cookies()
+    await page.locator("#stale").wait_for(state="visible", timeout=10000)
+    await page.context.add_cookies(cookies)
+    await page.locator("#stale").wait_for(state="hidden", timeout=10000)
     if SCREENSHOTS:
         await page.screenshot(path=str(SCREENSHOTS / "console-case.png"))
 
@@ -97,3 +105,22 @@ async def test_wrong_password_stays_on_login(bot: Running, browser: Any) -> None
     await bot.app[ACCOUNTS].add("pete", "officer", "pete-password")
     page = await login(browser, bot, "pete", "not-the-password")
     assert "用户名或密码错误" in await page.inner_text("main")
+
+
+async def test_the_queue_says_when_it_stops_updating(bot: Running, browser: Any) -> None:
+    """Signed out elsewhere (or expired, or revoked), the open queue page says it no longer updates instead of
+    silently showing a queue that may be missing a P1."""
+    await bot.app[ACCOUNTS].add("quinn", "officer", "quinn-password")
+    page = await login(browser, bot, "quinn", "quinn-password")
+    await page.wait_for_selector("#queue")
+    await bot.wechat.post(text("oQueue", "转人工"))
+    await page.locator("#queue tr", has_text="转人工").wait_for(timeout=10000)
+    assert await page.locator("#stale").is_hidden()
+
+    csrf = await page.get_attribute("body", "data-csrf")
+    response = await page.context.request.post(f"{bot.wechat.base}/console/logout", form={"csrf": csrf or ""})
+    assert response.ok
+    await page.locator("#stale").wait_for(state="visible", timeout=10000)
+    await page.wait_for_timeout(4000)  # the browser's own reconnection is refused: it stays up
+    assert await page.locator("#stale").is_visible()
+    assert "实时更新已中断" in await page.locator("#stale").inner_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import aiohttp
@@ -153,6 +154,26 @@ async def test_reports_show_charts(bot: Running) -> None:
         async with session.get(f"{bot.wechat.base}/console/reports") as r:
             body = await r.text()
     assert r.status == 200 and "<svg" in body and "greet" in body
+
+
+async def test_the_live_queue_ends_with_the_session(bot: Running) -> None:
+    """A signed-out (or expired, or revoked) session stops receiving the queue, and cannot open it again."""
+    await bot.wechat.post(text("oStream", "转人工"))
+    session, csrf = await signed_in(bot, "walt", "officer")
+    async with session:
+        async with session.get(f"{bot.wechat.base}/console/events") as stream:
+            assert stream.status == 200
+            assert (await asyncio.wait_for(stream.content.readline(), 5)).startswith(b"event: queue")
+            async with session.post(f"{bot.wechat.base}/console/logout", data={"csrf": csrf}) as r:
+                assert r.status == 200
+
+            async def to_the_end() -> None:
+                while await stream.content.readline():
+                    pass
+
+            await asyncio.wait_for(to_the_end(), 5)
+        async with session.get(f"{bot.wechat.base}/console/events") as again:
+            assert again.status == 401
 
 
 def test_a_transcript_cut_at_its_latest_messages_says_so() -> None:

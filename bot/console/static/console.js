@@ -4,7 +4,14 @@
   "use strict";
   var queue = document.querySelector("#queue tbody");
   var alertBox = document.getElementById("alert");
+  var stale = document.getElementById("stale");
   var seen = null;
+
+  // An officer must know when the page stopped updating (server restarting, network down, session ended):
+  // a queue that silently stops is a P1 nobody hears about.
+  function live(ok) {
+    if (stale) { stale.hidden = ok; }
+  }
 
   function beep() {
     try {
@@ -32,7 +39,10 @@
 
   if (queue && window.EventSource) {
     var source = new EventSource("/console/events");
+    source.addEventListener("open", function () { live(true); });
+    source.addEventListener("error", function () { live(false); });  // the browser reconnects by itself
     source.addEventListener("queue", function (event) {
+      live(true);
       var data = JSON.parse(event.data);
       queue.innerHTML = data.rows;
       // Alarm on a new P1 case, a case raised to P1, and a case newly past its SLA.
@@ -55,14 +65,17 @@
   if (transcript) {
     transcript.scrollTop = transcript.scrollHeight;
     setInterval(function () {
-      fetch(transcript.dataset.src, { credentials: "same-origin" }).then(function (r) {
-        return r.ok ? r.text() : null;
+      // A redirect means the session ended (it would lead to the login page): not a transcript.
+      fetch(transcript.dataset.src, { credentials: "same-origin", redirect: "manual" }).then(function (r) {
+        if (!r.ok) { throw new Error("transcript: " + (r.status || r.type)); }
+        return r.text();
       }).then(function (html) {
-        if (html !== null && html !== transcript.innerHTML) {
+        live(true);
+        if (html !== transcript.innerHTML) {
           transcript.innerHTML = html;
           transcript.scrollTop = transcript.scrollHeight;
         }
-      });
+      }).catch(function () { live(false); });
     }, 2000);
   }
 
