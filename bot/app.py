@@ -21,7 +21,7 @@ from bot.api_kb import EDITOR, KB, setup_kb_api
 from bot.console.app import create_console
 from knowledge.editor import Editor
 from bot.metrics import METRICS, Metrics, metrics_view
-from bot.outbox import Outbox
+from bot.outbox import MAX_IN_FLIGHT, Outbox
 from bot.queue import Queue
 from bot.retention import purge
 from bot.pipeline import Pipeline
@@ -88,7 +88,8 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
     runner = await make_runner(settings.database_url, engine, writer_process=settings.sqlite_writer_process)
     store = Store(runner, engine.dialect.name)
     await store.heartbeat()
-    http = aiohttp.ClientSession()
+    # Room beyond the outbox's sends in flight, so a token refresh or a typing indicator never queues behind them.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT + 20))
     api = WeChatAPI(http, sessions, base=settings.api_base, app_id=settings.app_id,
                     app_secret=settings.app_secret, timeout=settings.api_timeout)
     brain = await app[_BRAIN_FACTORY](settings, sessions)
