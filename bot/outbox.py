@@ -11,12 +11,13 @@ from datetime import datetime, timedelta
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, exists, literal_column, select, update
+from sqlalchemy.orm import aliased
 
 from bot.storage.models import BACKLOG, OutboxItem, User, UTCDateTime, utcnow
 from bot.storage.runner import Runner
 from bot.storage.statements import execute, run_update
-from bot.storage.store import OUTBOX, due_filter
+from bot.storage.store import OUTBOX, USERS, due_filter
 from bot.wechat.api import ERROR_TEXT, NetworkError, OutsideWindow, QuotaExceeded, WeChatAPI, WeChatAPIError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 SEND_LEASE = timedelta(seconds=30)
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = 300.0
-EMPTY_PAUSE = 0.05  # seconds between rounds that found nothing due
+ROUND_GAP = 0.05  # seconds from the start of one round to the next at least
 
 
 def backoff(attempt: int) -> float:
@@ -46,10 +47,20 @@ class Claimed:
 
 CLAIM_BATCH = 100  # rows taken per round at most (one per user)
 MAX_IN_FLIGHT = 100  # sends at a time
-# Each user's oldest row in the backlog, found from the backlog's own index (BACKLOG as written there).
-_HEADS = select(func.min(OutboxItem.id).label("id")).where(BACKLOG).group_by(OutboxItem.user_id).subquery("heads")
-DUE_HEADS = (select(OutboxItem.id).join(_HEADS, _HEADS.c.id == OutboxItem.id)
-             .where(due_filter(bindparam("now", type_=UTCDateTime))).order_by(OutboxItem.id).limit(CLAIM_BATCH))
+# An earlier row of the same user still to send: while there is one, a row is not that user's turn. Written as the
+# backlog index's own predicate (BACKLOG), so the check is one seek in that index.
+_EARLIER = aliased(OutboxItem, name="earlier")
+_WAITS_BEHIND = exists().where(_EARLIER.user_id == OutboxItem.user_id, _EARLIER.id < OutboxItem.id,
+                               _EARLIER.status.in_([literal_column("'pending'"), literal_column("'sending'")]))
+# Due rows that are their user's oldest unsent one, each kind read through the time index (status, next_attempt_at):
+# rows due for a first try or a retry, and rows whose sender's lease ran out. A retry pushes its user's later rows
+# back to its own time (_retry), so rows waiting behind a retry are not due either and a long backlog is not read.
+# (No ORDER BY here: SQLite would rather walk the whole table in id order than sort the few due rows.)
+_NOW = bindparam("now", type_=UTCDateTime)
+DUE_HEADS = (
+    select(OutboxItem.id).where(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= _NOW, ~_WAITS_BEHIND),
+    select(OutboxItem.id).where(OutboxItem.status == "sending", OutboxItem.lease_until < _NOW, ~_WAITS_BEHIND),
+)
 TAKE = (update(OutboxItem).where(OutboxItem.id == bindparam("_id"), due_filter(bindparam("now", type_=UTCDateTime)))
         .values(status="sending", lease_until=bindparam("lease"), attempts=OutboxItem.attempts + 1))
 TAKEN = select(OutboxItem.id, OutboxItem.user_id, OutboxItem.openid, OutboxItem.payload, OutboxItem.attempts).where(
@@ -65,7 +76,8 @@ def _claim_due(limit: int, conn: Connection) -> list[Claimed]:
     holds back the user's later ones, nobody else's), oldest first, and reserve each one's quota."""
     now = utcnow()
     claimed = []
-    for (row_id,) in execute(conn, DUE_HEADS, {"now": now}).all()[:limit]:
+    due = sorted(row_id for query in DUE_HEADS for (row_id,) in execute(conn, query, {"now": now}).all())
+    for row_id in due[:limit]:
         if not execute(conn, TAKE, {"_id": row_id, "now": now, "lease": now + SEND_LEASE}).rowcount:
             continue  # another process took it
         row = execute(conn, TAKEN, {"_id": row_id}).one()
@@ -110,8 +122,10 @@ class Outbox:
         Sends run side by side, at most MAX_IN_FLIGHT, and the next round does not wait for a round's slowest
         answer from WeChat: a slow one holds back only its own person's later messages (theirs stay in order,
         since a person's next row is claimed only once the one before it is finished)."""
+        loop = asyncio.get_running_loop()
         try:
             while not self._stopping:
+                started = loop.time()
                 room = MAX_IN_FLIGHT - len(self._sending)
                 claimed = 0
                 if room > 0:
@@ -121,11 +135,12 @@ class Outbox:
                         raise
                     except Exception:  # loop top: a database hiccup must not stop delivery for good
                         log.exception("outbox round failed")
+                # Every turn with replies for the outbox wakes it, and so does every finished send: rounds are
+                # spaced, so under a stream of messages each round takes many rows instead of one.
+                rest = ROUND_GAP - (loop.time() - started)
+                if rest > 0 and not self._stopping:
+                    await asyncio.sleep(rest)
                 if claimed == 0 and not self._stopping:
-                    # Every turn with replies for the outbox wakes it, and so does every finished send; after a
-                    # round that took nothing (all waiting for a retry, say, while WeChat's API is down) the next
-                    # one waits a moment, so those wakes cost one look at the backlog per pause, not one each.
-                    await asyncio.sleep(EMPTY_PAUSE)
                     try:
                         await asyncio.wait_for(self._wake.wait(), self.poll)
                     except asyncio.TimeoutError:
@@ -188,10 +203,22 @@ class Outbox:
 
 # The units (module-level functions of plain values, so a runner may hand them to another process).
 
+RETRY = update(OutboxItem).where(OutboxItem.id == bindparam("_id")).values(
+    status="pending", next_attempt_at=bindparam("due"), lease_until=None, error_code=bindparam("code"),
+    error=bindparam("error"))
+# The user's later rows go after this one: not due before it (keeps them out of every round meanwhile).
+PUSH_BACK = (update(OutboxItem)
+             .where(OutboxItem.user_id == bindparam("_user"), OutboxItem.id > bindparam("_id"), BACKLOG,
+                    OutboxItem.status == "pending", OutboxItem.next_attempt_at < bindparam("due", type_=UTCDateTime))
+             .values(next_attempt_at=bindparam("due", type_=UTCDateTime)))
+REFUND = update(User).where(User.id == bindparam("_id")).values(cs_quota_left=User.cs_quota_left + 1)
+
+
 def _retry(outbox_id: int, user_id: int, due: datetime, code: int | None, error: str, conn: Connection) -> None:
-    conn.execute(update(OutboxItem).where(OutboxItem.id == outbox_id).values(
-        status="pending", next_attempt_at=due, lease_until=None, error_code=code, error=error))
-    conn.execute(update(User).where(User.id == user_id).values(cs_quota_left=User.cs_quota_left + 1))
+    """A transient failure: try again at ``due``; the message's quota is given back meanwhile."""
+    execute(conn, RETRY, {"_id": outbox_id, "due": due, "code": code, "error": error})
+    execute(conn, PUSH_BACK, {"_id": outbox_id, "_user": user_id, "due": due})
+    execute(conn, REFUND, {"_id": user_id})
 
 
 def _finish(outbox_id: int, user_id: int, status: str, code: int | None, error: str | None, user: dict[str, Any],
@@ -199,6 +226,6 @@ def _finish(outbox_id: int, user_id: int, status: str, code: int | None, error: 
     run_update(conn, OUTBOX, outbox_id, dict(status=status, lease_until=None, error_code=code, error=error,
                                              sent_at=utcnow() if status == "sent" else None))
     if refund:
-        user = {**user, "cs_quota_left": User.cs_quota_left + 1}
+        execute(conn, REFUND, {"_id": user_id})
     if user:
-        conn.execute(update(User).where(User.id == user_id).values(**user))
+        run_update(conn, USERS, user_id, user)

@@ -140,6 +140,21 @@ async def test_transient_errors_are_retried(bot: Running, fake_api: FakeWeChatAP
     assert bot.rows("SELECT attempts FROM outbox") == [(2,)]
 
 
+async def test_a_persons_later_messages_wait_for_their_retry_and_keep_their_order(bot: Running,
+                                                                                 fake_api: FakeWeChatAPI) -> None:
+    await bot.wechat.post(text("oOrder", "你好"))
+    fake_api.fail_next(-1, "system busy")
+    for line in ("一", "二", "三"):
+        await enqueue(bot, "oOrder", line)
+    await fake_api.wait_for_sent(3, timeout=10)
+    assert fake_api.texts_for("oOrder") == ["一", "二", "三"]
+    for _ in range(100):
+        if bot.count("outbox", "status = 'sent'") == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert bot.rows("SELECT attempts FROM outbox ORDER BY id") == [(2,), (1,), (1,)]
+
+
 async def test_pending_outbox_rows_are_sent_after_restart(start_bot: StartBot, settings: Settings,
                                                           fake_api: FakeWeChatAPI) -> None:
     first = await start_bot()
