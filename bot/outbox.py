@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, literal_column, select, update
+from sqlalchemy import Connection, bindparam, exists, select, update
 from sqlalchemy.orm import aliased
 
-from bot.storage.models import BACKLOG, OutboxItem, User, UTCDateTime, utcnow
+from bot.storage.models import OutboxItem, User, UTCDateTime, in_backlog, utcnow
 from bot.storage.runner import Runner
 from bot.storage.statements import execute, run_update
 from bot.storage.store import OUTBOX, USERS, due_filter
@@ -47,11 +47,11 @@ class Claimed:
 
 CLAIM_BATCH = 100  # rows taken per round at most (one per user)
 MAX_IN_FLIGHT = 100  # sends at a time
-# An earlier row of the same user still to send: while there is one, a row is not that user's turn. Written as the
-# backlog index's own predicate (BACKLOG), so the check is one seek in that index.
+# An earlier row of the same user still to send: while there is one, a row is not that user's turn (one seek in the
+# backlog index).
 _EARLIER = aliased(OutboxItem, name="earlier")
 _WAITS_BEHIND = exists().where(_EARLIER.user_id == OutboxItem.user_id, _EARLIER.id < OutboxItem.id,
-                               _EARLIER.status.in_([literal_column("'pending'"), literal_column("'sending'")]))
+                               in_backlog(_EARLIER.status))
 # Due rows that are their user's oldest unsent one, each kind read through the time index (status, next_attempt_at):
 # rows due for a first try or a retry, and rows whose sender's lease ran out. A retry pushes its user's later rows
 # back to its own time (_retry), so rows waiting behind a retry are not due either and a long backlog is not read.
@@ -208,7 +208,8 @@ RETRY = update(OutboxItem).where(OutboxItem.id == bindparam("_id")).values(
     error=bindparam("error"))
 # The user's later rows go after this one: not due before it (keeps them out of every round meanwhile).
 PUSH_BACK = (update(OutboxItem)
-             .where(OutboxItem.user_id == bindparam("_user"), OutboxItem.id > bindparam("_id"), BACKLOG,
+             .where(OutboxItem.user_id == bindparam("_user"), OutboxItem.id > bindparam("_id"),
+                    in_backlog(OutboxItem.status),  # implied by "pending"; said for the backlog index
                     OutboxItem.status == "pending", OutboxItem.next_attempt_at < bindparam("due", type_=UTCDateTime))
              .values(next_attempt_at=bindparam("due", type_=UTCDateTime)))
 REFUND = update(User).where(User.id == bindparam("_id")).values(cs_quota_left=User.cs_quota_left + 1)

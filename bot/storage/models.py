@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, column,
+                        literal_column, text)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -122,9 +123,14 @@ class Message(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-# Outbox rows not sent or failed yet. Each user's oldest is the one to send next (in order per user); the partial
-# index finds those heads from the backlog alone, however many rows were sent before.
-BACKLOG = text("status IN ('pending', 'sending')")
+def in_backlog(status: Any) -> Any:
+    """Outbox rows not sent or failed yet (``status``: the status column, of the table or of an alias). Each user's
+    oldest is the one to send next (in order per user). Written with literal values, as in the partial index on the
+    backlog, so that a query saying it can use that index."""
+    return status.in_([literal_column("'pending'"), literal_column("'sending'")])
+
+
+BACKLOG = in_backlog(column("status"))
 
 
 class OutboxItem(Base):
