@@ -29,6 +29,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.cli import event_loop  # noqa: E402
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
 from tests.fakes.wechat_server import text as text_xml  # noqa: E402
@@ -42,6 +43,7 @@ from aiohttp import web
 sys.path.insert(0, {root!r})
 from bot.wechat.crypto import MessageCrypto, check_request, envelope_ciphertext
 from bot.wechat.messages import parse_inbound, render_text_reply
+from bot.cli import event_loop
 crypto = MessageCrypto({token!r}, {key!r}, {app!r})
 
 async def wechat(request):
@@ -54,18 +56,16 @@ async def wechat(request):
 
 app = web.Application()
 app.router.add_post("/wechat", wechat)
-try:
-    import uvloop  # the same event loop as the bot's server, so the ceiling is a fair one
-    loop = uvloop.new_event_loop()
-except ImportError:
-    loop = asyncio.new_event_loop()
-web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None, loop=loop)
+# The same event loop as the bot's server, so the ceiling is a fair one.
+web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None, loop=event_loop())
 '''
 
 
 FAKE_API = '''
-import asyncio
+import sys
 from aiohttp import web
+sys.path.insert(0, {root!r})
+from bot.cli import event_loop
 
 async def token(request):
     return web.json_response({{"access_token": "BENCH", "expires_in": 7200}})
@@ -78,12 +78,8 @@ app = web.Application()
 app.router.add_post("/cgi-bin/stable_token", token)
 app.router.add_post("/cgi-bin/message/custom/send", ok)
 app.router.add_post("/cgi-bin/message/custom/typing", ok)
-try:
-    import uvloop  # a stand-in for WeChat's servers, which are not on the bot's machine: keep it light
-    loop = uvloop.new_event_loop()
-except ImportError:
-    loop = asyncio.new_event_loop()
-web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None, loop=loop)
+# A stand-in for WeChat's servers, which are not on the bot's machine: as light as the bot's own loop.
+web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None, loop=event_loop())
 '''
 
 
@@ -101,14 +97,9 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run the load generator on uvloop where it is installed, like the servers: it shares the machine with the
-    bot and its helpers, so the less CPU it takes from them, the more the figures are the bot's."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    """Run the load generator on the servers' event loop: it shares the machine with the bot and its helpers, so
+    the less CPU it takes from them, the more the figures are the bot's."""
+    with asyncio.Runner(loop_factory=event_loop) as runner:
         runner.run(main)
 
 
@@ -138,7 +129,7 @@ async def servers() -> AsyncIterator[tuple[str, str, Path, int]]:
     Each server runs only while the caller works with it and is stopped before the next starts.
     """
     api_port = free_port()
-    api = subprocess.Popen([sys.executable, "-c", FAKE_API.format(port=api_port)])
+    api = subprocess.Popen([sys.executable, "-c", FAKE_API.format(root=str(ROOT), port=api_port)])
     try:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)

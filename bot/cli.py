@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app.on_startup.append(_announce_demo)
     log.info("starting Lingbao on http://%s:%d (engine=%s, database=%s)", settings.host, settings.port,
              settings.nlu_engine, _redact_url(settings.database_url))
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, loop=_event_loop())
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, loop=event_loop())
     return 0
 
 
@@ -122,7 +122,7 @@ def _redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
+def event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop where it is installed (Linux, macOS), else asyncio's own."""
     try:
         import uvloop
