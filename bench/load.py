@@ -20,14 +20,14 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-
-import aiohttp
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from webhook import AES_KEY, APP_ID, TOKEN, cpu_seconds, run, servers  # noqa: E402
+from wire import Connection, HTTPError, post_head  # noqa: E402
 
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
@@ -61,29 +61,35 @@ async def play(url: str, requests: list[Request], concurrency: int) -> dict[str,
     statuses: dict[int, int] = {}
     failed = 0
     index = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=5.0)  # WeChat gives up after 5 s
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        async def worker() -> None:
-            nonlocal index, failed
-            while index < len(requests):
-                msg_id, params, body = requests[index]
-                index += 1
-                started = time.perf_counter()
-                try:
-                    async with http.post(url, params=params, data=body) as response:
-                        reply = await response.text()
-                        statuses[response.status] = statuses.get(response.status, 0) + 1
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    failed += 1
-                    continue
-                latencies.append((time.perf_counter() - started) * 1000)
-                if response.status == 200 and "<Encrypt>" in reply:
-                    passive.add(msg_id)
+    heads = [post_head(url, params) for _, params, _ in requests]  # built before the clock starts
+    parts = urlsplit(url)
 
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.monotonic() - started
+    async def worker() -> None:
+        nonlocal index, failed
+        connection: Connection | None = None
+        while index < len(requests):
+            msg_id, _, body = requests[index]
+            head = heads[index]
+            index += 1
+            started = time.perf_counter()
+            try:
+                if connection is None or connection.closed:
+                    connection = await Connection.open(parts.hostname or "", parts.port or 80)
+                status, reply = await connection.request(head, body, timeout=5.0)  # WeChat gives up after 5 s
+            except (OSError, HTTPError):
+                failed += 1
+                connection = None
+                continue
+            statuses[status] = statuses.get(status, 0) + 1
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status == 200 and b"<Encrypt>" in reply:
+                passive.add(msg_id)
+        if connection is not None:
+            connection.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
     latencies.sort()
     n = len(latencies)
 

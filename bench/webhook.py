@@ -23,16 +23,18 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # before bench/, whose nlu.py would hide the package
 
 from bot.cli import event_loop  # noqa: E402
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
 from tests.fakes.wechat_server import text as text_xml  # noqa: E402
+from wire import Connection, HTTPError, post_head  # noqa: E402
 
 TOKEN, APP_ID, SECRET = "benchtoken", "wxbench0000000001", "benchsecret"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -63,23 +65,16 @@ web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None, loo
 
 FAKE_API = '''
 import sys
-from aiohttp import web
 sys.path.insert(0, {root!r})
+sys.path.append({root!r} + "/bench")
 from bot.cli import event_loop
+from wire import serve_json
 
-async def token(request):
-    return web.json_response({{"access_token": "BENCH", "expires_in": 7200}})
-
-async def ok(request):
-    await request.read()
-    return web.json_response({{"errcode": 0, "errmsg": "ok"}})
-
-app = web.Application()
-app.router.add_post("/cgi-bin/stable_token", token)
-app.router.add_post("/cgi-bin/message/custom/send", ok)
-app.router.add_post("/cgi-bin/message/custom/typing", ok)
-# A stand-in for WeChat's servers, which are not on the bot's machine: as light as the bot's own loop.
-web.run_app(app, host="127.0.0.1", port={port}, print=None, access_log=None, loop=event_loop())
+# A stand-in for WeChat's servers, which are not on the bot's machine: as light as it can be (bench/wire.py).
+OK = b'{{"errcode": 0, "errmsg": "ok"}}'
+answers = {{"/cgi-bin/stable_token": b'{{"access_token": "BENCH", "expires_in": 7200}}',
+           "/cgi-bin/message/custom/send": OK, "/cgi-bin/message/custom/typing": OK}}
+event_loop().run_until_complete(serve_json("127.0.0.1", {port}, answers))
 '''
 
 
@@ -183,26 +178,35 @@ async def load(url: str, requests: list[tuple[dict[str, str], bytes]], seconds: 
     errors = 0
     answered_passively = 0
     index = 0
+    parts = urlsplit(url)
+    heads = [post_head(url, params) for params, _ in requests]
     deadline = time.monotonic() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        async def worker() -> None:
-            nonlocal index, errors, answered_passively
-            while time.monotonic() < deadline and index < len(requests):
-                params, body = requests[index]
-                index += 1
-                started = time.perf_counter()
-                async with http.post(url, params=params, data=body) as response:
-                    text = await response.text()
-                latencies.append((time.perf_counter() - started) * 1000)
-                if response.status != 200:
-                    errors += 1
-                elif "<Encrypt>" in text:
-                    answered_passively += 1
 
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.monotonic() - started
+    async def worker() -> None:
+        nonlocal index, errors, answered_passively
+        connection = await Connection.open(parts.hostname or "", parts.port or 80)
+        while time.monotonic() < deadline and index < len(requests):
+            _, body = requests[index]
+            head = heads[index]
+            index += 1
+            started = time.perf_counter()
+            if connection.closed:
+                connection = await Connection.open(parts.hostname or "", parts.port or 80)
+            try:
+                status, reply = await connection.request(head, body, timeout=5.0)
+            except HTTPError:
+                errors += 1
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                errors += 1
+            elif b"<Encrypt>" in reply:
+                answered_passively += 1
+        connection.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
     latencies.sort()
     n = len(latencies)
     return {"messages": n, "rate": n / elapsed, "p50": latencies[n // 2], "p99": latencies[int(n * 0.99) - 1],
