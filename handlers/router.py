@@ -125,20 +125,25 @@ class Brain:
         """Load the NLU engine, knowledge base and directory."""
         return cls(await Services.load(settings, sessions))
 
-    def classify_early(self, msg: Inbound) -> asyncio.Task[Understanding] | None:
-        """Start classifying the message's text now, so it overlaps loading the conversation
-        (the text alone decides the understanding); None when there is nothing to classify."""
-        if _classifiable(msg):
-            return asyncio.ensure_future(self.services.understand(msg.text or ""))
-        return None
+    def classify_early(self, msg: Inbound) -> asyncio.Future[Understanding | None] | None:
+        """Start classifying the message's text now, so it overlaps loading the conversation (the text alone
+        decides the understanding); None when there is nothing to classify. With the NLU worker, the future
+        is the worker's own (its request leaves in this loop pass; None in it: classify in the server);
+        otherwise a task classifying here."""
+        if not _classifiable(msg):
+            return None
+        text = msg.text or ""
+        return self.services.nlu.submit(text) or asyncio.ensure_future(self.services.understand(text))
 
     async def make_turn(self, msg: Inbound, conversation: ConversationState, kb_generation: int | None = None,
-                        early: Awaitable[Understanding] | None = None) -> Turn:
+                        early: Awaitable[Understanding | None] | None = None) -> Turn:
         """Classify the message's text (if any; ``early`` is its classification already under way) and attach
         it to the conversation."""
         turn = Turn(message=msg, conversation=conversation, services=self.services, kb_generation=kb_generation)
         if _classifiable(msg):
-            turn.nlu = await (early if early is not None else self.services.understand(msg.text or ""))
+            text = msg.text or ""
+            understood = await early if early is not None else None
+            turn.nlu = understood if understood is not None else await self.services.nlu.understand_here(text)
             conversation.language = turn.nlu.language
             if turn.nlu.country and (turn.nlu.foreign or (not conversation.country and not _names_china(turn))):
                 # A foreign place always counts; home only when nothing better is known, and never

@@ -131,6 +131,18 @@ class NLU:
             if understood is not None:
                 self.stats["builtin"] += 1
                 return understood
+        return await self.understand_here(text)
+
+    def submit(self, text: str) -> asyncio.Future[Understanding | None] | None:
+        """``text`` sent to the NLU worker now, when the built-in engine runs there: the future of its answer
+        (None in it: the worker could not answer, classify with ``understand_here``). None when there is no
+        worker in use."""
+        if self.rasa is not None or self.worker is None:
+            return None
+        return self.worker.submit(text)
+
+    async def understand_here(self, text: str) -> Understanding:
+        """``understand`` in this process (Rasa if configured, with its fallback; else the built-in engine)."""
         cased, normalized = _normal_forms(text)
         ranking, engine = await self._rank(normalized)
         return self._build(text, normalized, cased, ranking, engine)
