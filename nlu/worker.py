@@ -6,7 +6,9 @@ with a core to spare, ``NLUWorker`` runs that third in a child process (``python
 and the server only waits for the answer.
 
 Messages waiting at the same time go to the child together, at most ``IN_FLIGHT`` batches at a time, so
-the child's and the pipe's cost per message falls as load rises and a lone message is sent at once.
+the child's and the pipe's cost per message falls as load rises and a lone message is sent at once. The
+child answers each message as soon as it is classified (its own frame), and ends each batch with a frame
+that frees its place.
 The child computes exactly what ``NLU.understand_now`` computes in the server (same model, lexicon
 and gazetteer), so an answer never depends on where it was classified. Given the knowledge base's
 matcher (``set_topics``), the child also ranks its entries from the features it computed anyway, which
@@ -146,13 +148,13 @@ class NLUWorker(Supervised):
         if kind == "ready":
             self.ready = True
             log.info("nlu worker ready", extra={"pid": body})
-        elif kind == "batch" and self._inflight:
-            inflight = self._inflight.popleft()  # the child answers batches in the order they were sent
-            for ident, result in body:
-                future = inflight.pop(ident, None)
-                if future is not None and not future.done():
-                    future.set_result(result)  # None where the child failed on this text
-            for future in inflight.values():
+        elif kind == "one" and self._inflight:
+            ident, result = body  # the oldest batch's next answer (the child answers in the order sent)
+            future = self._inflight[0].pop(ident, None)
+            if future is not None and not future.done():
+                future.set_result(result)  # None where the child failed on this text
+        elif kind == "end" and self._inflight:
+            for future in self._inflight.popleft().values():  # none left unless the child skipped one
                 if not future.done():
                     future.set_result(None)
             self._flush()
@@ -203,14 +205,15 @@ def serve(data_dir: Path, inbound: BinaryIO, outbound: BinaryIO) -> None:
         elif kind == "topics":
             topics = body
         elif kind == "batch":
-            results: list[tuple[int, Understanding | None]] = []
+            # Each answer goes back as soon as it is ready: a message need not wait for the rest of its batch.
             for ident, text in body:
                 try:
-                    results.append((ident, nlu.understand_now(text, topics=topics)))
+                    result = nlu.understand_now(text, topics=topics)
                 except Exception:  # one bad text must not stop the others; the server retries it
                     log.exception("nlu worker failed on one message")
-                    results.append((ident, None))
-            send_frame(outbound, ("batch", results))
+                    result = None
+                send_frame(outbound, ("one", (ident, result)))
+            send_frame(outbound, ("end", None))
 
 
 def main() -> None:
