@@ -44,6 +44,21 @@ async def test_the_worker_understands_exactly_as_the_server_does(nlu: NLU, worke
     assert worker.fallbacks == 0
 
 
+async def test_each_answer_comes_back_without_waiting_for_the_rest_of_its_batch(nlu: NLU,
+                                                                                 worker: NLUWorker) -> None:
+    long = "我在迪拜机场护照被偷了请问怎么办，" * (MAX_CHARS // 16)  # several milliseconds each
+    started = time.monotonic()
+    futures = [worker.submit(t) for t in ["救命"] + [long] * 40]  # submitted in one loop pass: one batch
+    assert all(f is not None for f in futures)
+    first = await futures[0]  # type: ignore[misc]
+    first_after = time.monotonic() - started
+    rest = await asyncio.gather(*futures[1:])  # type: ignore[misc]
+    all_after = time.monotonic() - started
+    assert first == nlu.understand_now("救命") and rest == [nlu.understand_now(long)] * 40
+    assert first_after < all_after / 3, (first_after, all_after)
+    assert worker.fallbacks == 0
+
+
 async def test_a_retrained_model_reaches_the_worker_before_later_messages(nlu: NLU, worker: NLUWorker) -> None:
     tiny = train([Example(text=t, intent=i) for t, i in [
         ("你好", "greet"), ("您好呀", "greet"), ("谢谢", "thank"), ("多谢你", "thank")]], key="tiny")
