@@ -7,6 +7,7 @@ import asyncio
 import os
 import pickle
 import signal
+import time
 from functools import partial
 from pathlib import Path
 
@@ -45,6 +46,17 @@ async def test_units_commit_together_and_fail_alone(runner: ProcessRunner) -> No
     os.kill(pid, signal.SIGINT)
     await asyncio.sleep(0.3)
     assert await runner.run(units.writer_pid) == pid and runner.restarts == 0
+
+
+async def test_the_log_reaches_the_database_file_beside_the_writer(runner: ProcessRunner, tmp_path: Path) -> None:
+    database = tmp_path / "w.db"
+    before = database.stat().st_size
+    # About 400 KB: far below the 1,000 pages at which a commit would copy the log into the file itself.
+    await asyncio.gather(*(runner.run(partial(units.insert_padding, n)) for n in range(200)))
+    deadline = time.monotonic() + 10
+    while database.stat().st_size < before + 300_000:
+        assert time.monotonic() < deadline, "the write-ahead log was not checkpointed"
+        await asyncio.sleep(0.05)
 
 
 async def test_what_cannot_cross_the_pipe_fails_clearly_and_writes_nothing(runner: ProcessRunner) -> None:

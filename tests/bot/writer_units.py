@@ -29,3 +29,8 @@ def insert_returning_unpicklable(n: int, conn: Connection) -> object:
 
 def writer_pid(conn: Connection) -> int:
     return os.getpid()
+
+
+def insert_padding(n: int, conn: Connection) -> None:
+    conn.execute(text("CREATE TABLE IF NOT EXISTS padding (id INTEGER PRIMARY KEY, body TEXT)"))
+    conn.execute(text("INSERT INTO padding (id, body) VALUES (:n, :body)"), {"n": n, "body": "领保" * 700})
