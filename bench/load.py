@@ -20,14 +20,13 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from webhook import AES_KEY, APP_ID, TOKEN, cpu_seconds, run, servers  # noqa: E402
-from wire import Connection, HTTPError, post_head  # noqa: E402
+from wire import Client, HTTPError, post_head  # noqa: E402
 
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
@@ -62,30 +61,25 @@ async def play(url: str, requests: list[Request], concurrency: int) -> dict[str,
     failed = 0
     index = 0
     heads = [post_head(url, params) for _, params, _ in requests]  # built before the clock starts
-    parts = urlsplit(url)
 
     async def worker() -> None:
         nonlocal index, failed
-        connection: Connection | None = None
+        client = Client(url)
         while index < len(requests):
             msg_id, _, body = requests[index]
             head = heads[index]
             index += 1
             started = time.perf_counter()
             try:
-                if connection is None or connection.closed:
-                    connection = await Connection.open(parts.hostname or "", parts.port or 80)
-                status, reply = await connection.request(head, body, timeout=5.0)  # WeChat gives up after 5 s
+                status, reply = await client.request(head, body, timeout=5.0)  # WeChat gives up after 5 s
             except (OSError, HTTPError):
                 failed += 1
-                connection = None
                 continue
             statuses[status] = statuses.get(status, 0) + 1
             latencies.append((time.perf_counter() - started) * 1000)
             if status == 200 and b"<Encrypt>" in reply:
                 passive.add(msg_id)
-        if connection is not None:
-            connection.close()
+        client.close()
 
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

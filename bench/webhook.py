@@ -23,7 +23,6 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -34,7 +33,7 @@ from bot.cli import event_loop  # noqa: E402
 from bot.wechat.crypto import MessageCrypto, parse_xml_fields, sign  # noqa: E402
 from nlu.data import load_examples  # noqa: E402
 from tests.fakes.wechat_server import text as text_xml  # noqa: E402
-from wire import Connection, HTTPError, post_head  # noqa: E402
+from wire import Client, HTTPError, post_head  # noqa: E402
 
 TOKEN, APP_ID, SECRET = "benchtoken", "wxbench0000000001", "benchsecret"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -178,23 +177,20 @@ async def load(url: str, requests: list[tuple[dict[str, str], bytes]], seconds: 
     errors = 0
     answered_passively = 0
     index = 0
-    parts = urlsplit(url)
     heads = [post_head(url, params) for params, _ in requests]
     deadline = time.monotonic() + seconds
 
     async def worker() -> None:
         nonlocal index, errors, answered_passively
-        connection = await Connection.open(parts.hostname or "", parts.port or 80)
+        client = Client(url)
         while time.monotonic() < deadline and index < len(requests):
             _, body = requests[index]
             head = heads[index]
             index += 1
             started = time.perf_counter()
-            if connection.closed:
-                connection = await Connection.open(parts.hostname or "", parts.port or 80)
             try:
-                status, reply = await connection.request(head, body, timeout=5.0)
-            except HTTPError:
+                status, reply = await client.request(head, body, timeout=5.0)
+            except (OSError, HTTPError):
                 errors += 1
                 continue
             latencies.append((time.perf_counter() - started) * 1000)
@@ -202,7 +198,7 @@ async def load(url: str, requests: list[tuple[dict[str, str], bytes]], seconds: 
                 errors += 1
             elif b"<Encrypt>" in reply:
                 answered_passively += 1
-        connection.close()
+        client.close()
 
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

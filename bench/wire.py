@@ -77,6 +77,25 @@ class Connection(asyncio.Protocol):
                 self.transport.close()
 
 
+class Client:
+    """A keep-alive connection to one server, opened on first use and again after the server closed it."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "", parts.port or 80
+        self.connection: Connection | None = None
+
+    async def request(self, head: bytes, body: bytes, timeout: float) -> tuple[int, bytes]:
+        """``Connection.request`` on this client's connection (``OSError`` when it cannot be opened)."""
+        if self.connection is None or self.connection.closed:
+            self.connection = await Connection.open(self.host, self.port)
+        return await self.connection.request(head, body, timeout)
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+
 def post_head(url: str, params: dict[str, str], content_type: str = "text/xml") -> bytes:
     """The head of a POST to ``url`` with ``params`` as its query."""
     parts = urlsplit(url)

@@ -128,12 +128,13 @@ class Brain:
     def classify_early(self, msg: Inbound) -> asyncio.Future[Understanding | None] | None:
         """Start classifying the message's text now, so it overlaps loading the conversation (the text alone
         decides the understanding); None when there is nothing to classify. With the NLU worker, the future
-        is the worker's own (its request leaves in this loop pass; None in it: classify in the server);
-        otherwise a task classifying here."""
+        is the worker's own (queued for its next batch now; None in it: classify in the server); otherwise a
+        task classifying here."""
         if not _classifiable(msg):
             return None
         text = msg.text or ""
-        return self.services.nlu.submit(text) or asyncio.ensure_future(self.services.understand(text))
+        pending = self.services.nlu.submit(text)
+        return pending if pending is not None else asyncio.ensure_future(self.services.understand(text))
 
     async def make_turn(self, msg: Inbound, conversation: ConversationState, kb_generation: int | None = None,
                         early: Awaitable[Understanding | None] | None = None) -> Turn:

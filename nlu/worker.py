@@ -90,7 +90,7 @@ class NLUWorker(Supervised):
         return None if future is None else await future
 
     def submit(self, text: str) -> asyncio.Future[Understanding | None] | None:
-        """Send ``text`` to the child (in this loop pass's batch) and return the future of its understanding
+        """Queue ``text`` for the child (its batch is written at the end of this loop pass) and return the future of its understanding
         (None there: the caller should classify it itself), or return None at once when the child is not ready.
 
         The child's answer sets the future directly and a timer (``timeout``) sets it to None, so the answer
